@@ -1,0 +1,61 @@
+// swift-tools-version:6.2
+// Swiftlet: a KVM microVM monitor in Swift. See README.md for the module map.
+import PackageDescription
+
+/// Targets that must not use unsafe constructs: everything except the two unsafe modules.
+let safe: [SwiftSetting] = [.strictMemorySafety(), .treatWarning("StrictMemorySafety", as: .error)]
+
+let package = Package(
+    name: "Swiftlet",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Swiftlet", targets: ["Swiftlet"]),
+        .executable(name: "swiftlet", targets: ["swiftlet"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+    ],
+    targets: [
+        // Tier 0: the C shim over <linux/kvm.h> and ioctl, and guest RAM (one of two unsafe Swift modules).
+        .target(name: "CSwiftletKVM"),
+        .target(name: "SwiftletMemory", dependencies: [.product(name: "SystemPackage", package: "swift-system")],
+                swiftSettings: [.strictMemorySafety()]),
+        // Tier 1: vocabulary shared by the dispatcher and the interpreters.
+        .target(name: "SwiftletCore", dependencies: ["SwiftletMemory"], swiftSettings: safe),
+        // Tier 2: x86_64 machine description (layout, GDT, page tables, CPUID, MSRs, registers).
+        .target(name: "SwiftletArch", dependencies: ["SwiftletCore", "SwiftletMemory"], swiftSettings: safe),
+        // Tier 3: the KVM wrapper (the other unsafe module), the allocator, the boot loaders and ACPI,
+        // the dispatcher and the interpreters (device models).
+        .target(name: "SwiftletKVM", dependencies: [
+            "CSwiftletKVM", "SwiftletCore", "SwiftletMemory", "SwiftletArch",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ], swiftSettings: [.strictMemorySafety()]),
+        .target(name: "SwiftletAllocator", dependencies: ["SwiftletCore", "SwiftletArch", "SwiftletMemory"], swiftSettings: safe),
+        .target(name: "SwiftletBoot", dependencies: ["SwiftletCore", "SwiftletMemory", "SwiftletArch"], swiftSettings: safe),
+        .target(name: "SwiftletDispatcher", dependencies: ["SwiftletCore"], swiftSettings: safe),
+        .target(name: "SwiftletDevices", dependencies: ["SwiftletCore"], swiftSettings: safe),
+        // Tier 5: the composition root (builder, VM lifecycle, public API).
+        .target(name: "Swiftlet", dependencies: [
+            "SwiftletCore", "SwiftletMemory", "SwiftletArch", "SwiftletKVM", "SwiftletAllocator",
+            "SwiftletBoot", "SwiftletDispatcher", "SwiftletDevices",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "SystemPackage", package: "swift-system"),
+        ], swiftSettings: safe),
+        // Tier 6: the command line (a library so it can be unit-tested) and the executable.
+        .target(name: "SwiftletCLI", dependencies: [
+            "Swiftlet", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: safe),
+        .executableTarget(name: "swiftlet", dependencies: ["SwiftletCLI"], swiftSettings: safe),
+
+        // Unit tests: no /dev/kvm needed.
+        .testTarget(name: "SwiftletUnitTests", dependencies: [
+            "SwiftletCore", "SwiftletMemory", "SwiftletArch", "SwiftletAllocator", "SwiftletBoot",
+            "SwiftletDispatcher", "SwiftletDevices", "Swiftlet", "SwiftletCLI",
+        ], resources: [.copy("Fixtures")]),
+        // Direct tests on /dev/kvm with tiny hand-made guests. They fail (never skip) without /dev/kvm.
+        .testTarget(name: "SwiftletKVMTests", dependencies: ["Swiftlet", "SwiftletKVM", "SwiftletCore", "SwiftletMemory"]),
+    ]
+)

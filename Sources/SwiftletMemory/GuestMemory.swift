@@ -1,0 +1,191 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import SystemPackage
+
+/// What went wrong with a guest-memory operation.
+public enum GuestMemoryError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The access does not lie entirely inside one RAM region.
+    case outOfRange(address: GuestAddress, count: UInt64)
+    /// The host refused to map guest RAM.
+    case mapFailed(size: UInt64, errno: Errno)
+    /// The requested layout is unusable (empty, overlapping or unaligned regions).
+    case invalidLayout(String)
+    /// Reading a file into guest memory failed.
+    case readFailed(Errno)
+    /// A file ended before the requested number of bytes were read.
+    case shortRead(expected: UInt64, got: UInt64)
+
+    public var description: String {
+        switch self {
+        case let .outOfRange(address, count):
+            return "guest memory access of \(count) bytes at \(address) is outside guest RAM"
+        case let .mapFailed(size, errno):
+            return "cannot map \(formatByteCount(size)) of guest RAM: \(errno) (lower --memory or raise the host's limits)"
+        case let .invalidLayout(why):
+            return "invalid guest memory layout: \(why)"
+        case let .readFailed(errno):
+            return "reading a file into guest memory failed: \(errno)"
+        case let .shortRead(expected, got):
+            return "file ended early: expected \(expected) bytes, read \(got)"
+        }
+    }
+}
+
+/// Guest RAM: one anonymous host mapping per region, with bounds-checked typed access.
+///
+/// Every access is checked to lie inside a single region; nothing here ever touches host memory
+/// outside the mappings, whatever address or length the guest (or a disk image) supplies.
+/// Raw host pointers never leave this module except as the `package` ``Region/hostAddress``
+/// needed to register memory slots with the hypervisor.
+///
+/// Thread safety: the mappings are fixed for the object's lifetime, and byte copies are plain
+/// memory operations, as on real hardware; callers that share guest RAM with running vCPUs
+/// order their accesses as the guest's protocols require.
+public final class GuestMemory: @unchecked Sendable {
+    /// One contiguous block of guest RAM backed by one host mapping.
+    public struct Region: Sendable {
+        /// The guest-physical addresses this region covers.
+        public let range: GuestRange
+        /// The host virtual address of the region's first byte (for memory-slot registration only).
+        package let hostAddress: UInt
+    }
+
+    /// The RAM regions, sorted by guest address and never overlapping.
+    public let regions: [Region]
+
+    /// Maps anonymous host memory for each range. Ranges must be page-aligned and must not overlap.
+    ///
+    /// - Throws: ``GuestMemoryError/invalidLayout(_:)`` or ``GuestMemoryError/mapFailed(size:errno:)``.
+    public init(ranges: [GuestRange]) throws(GuestMemoryError) {
+        let sorted = ranges.sorted { $0.start < $1.start }
+        guard !sorted.isEmpty else { throw .invalidLayout("no RAM regions") }
+        for (index, range) in sorted.enumerated() {
+            guard range.start.rawValue % 4096 == 0, range.size % 4096 == 0 else {
+                throw .invalidLayout("region \(range) is not 4 KiB aligned")
+            }
+            if index > 0, sorted[index - 1].overlaps(range) {
+                throw .invalidLayout("regions \(sorted[index - 1]) and \(range) overlap")
+            }
+        }
+        var mapped: [Region] = []
+        for range in sorted {
+            guard range.size <= UInt64(Int.max) else {
+                Self.unmap(mapped)
+                throw .mapFailed(size: range.size, errno: .noMemory)
+            }
+            // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
+            let pointer = unsafe mmap(nil, Int(range.size), PROT_READ | PROT_WRITE,
+                                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+            guard let pointer = unsafe pointer, unsafe pointer != MAP_FAILED else {
+                let error = Errno(rawValue: errno)
+                Self.unmap(mapped)
+                throw .mapFailed(size: range.size, errno: error)
+            }
+            mapped.append(Region(range: range, hostAddress: UInt(bitPattern: pointer)))
+        }
+        regions = mapped
+    }
+
+    deinit { Self.unmap(regions) }
+
+    private static func unmap(_ regions: [Region]) {
+        for region in regions {
+            // SAFETY: each region was mapped by `init` with exactly this size and is unmapped once.
+            _ = unsafe munmap(UnsafeMutableRawPointer(bitPattern: region.hostAddress), Int(region.range.size))
+        }
+    }
+
+    /// The total number of bytes of guest RAM.
+    public var size: UInt64 { regions.reduce(0) { $0 + $1.range.size } }
+
+    /// Whether `count` bytes at `address` lie inside one RAM region.
+    public func contains(_ address: GuestAddress, count: UInt64) -> Bool {
+        regions.contains { $0.range.contains(address, count: count) }
+    }
+
+    /// The host pointer for `count` bytes at `address`, after checking they lie inside one region.
+    private func host(_ address: GuestAddress, _ count: UInt64) throws(GuestMemoryError) -> UnsafeMutableRawPointer {
+        for region in regions where region.range.contains(address, count: count) {
+            let offset = address.rawValue - region.range.start.rawValue
+            // SAFETY: `offset + count` lies inside this region's live mapping (checked just above).
+            return unsafe UnsafeMutableRawPointer(bitPattern: region.hostAddress + UInt(offset))!
+        }
+        throw .outOfRange(address: address, count: count)
+    }
+
+    /// Copies `bytes` into guest memory at `address`.
+    public func write(_ bytes: some Collection<UInt8>, at address: GuestAddress) throws(GuestMemoryError) {
+        let count = bytes.count
+        guard count > 0 else { return }
+        let destination = try unsafe host(address, UInt64(count))
+        let copied: Void? = bytes.withContiguousStorageIfAvailable { source in
+            // SAFETY: `destination` has room for `count` bytes (checked by `host`).
+            unsafe destination.copyMemory(from: source.baseAddress!, byteCount: count)
+        }
+        if copied == nil {
+            var offset = 0
+            for byte in bytes {
+                // SAFETY: `offset < count`, inside the checked span.
+                unsafe destination.storeBytes(of: byte, toByteOffset: offset, as: UInt8.self)
+                offset += 1
+            }
+        }
+    }
+
+    /// Reads `count` bytes of guest memory at `address`.
+    public func read(count: Int, at address: GuestAddress) throws(GuestMemoryError) -> [UInt8] {
+        guard count > 0 else { return [] }
+        let source = try unsafe host(address, UInt64(count))
+        return unsafe [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            // SAFETY: `buffer` holds `count` bytes; `source` has `count` readable bytes (checked).
+            unsafe buffer.baseAddress!.initialize(from: source.assumingMemoryBound(to: UInt8.self), count: count)
+            initialized = count
+        }
+    }
+
+    /// Sets `count` bytes at `address` to `byte`.
+    public func fill(_ byte: UInt8, count: UInt64, at address: GuestAddress) throws(GuestMemoryError) {
+        guard count > 0 else { return }
+        let destination = try unsafe host(address, count)
+        // SAFETY: `destination` has room for `count` bytes (checked by `host`).
+        _ = unsafe memset(destination, Int32(byte), Int(count))
+    }
+
+    /// Reads a little-endian integer at `address` (no alignment needed).
+    public func load<T: FixedWidthInteger>(_ type: T.Type = T.self, at address: GuestAddress) throws(GuestMemoryError) -> T {
+        let source = try unsafe host(address, UInt64(MemoryLayout<T>.size))
+        return T(littleEndian: unsafe source.loadUnaligned(as: T.self))
+    }
+
+    /// Writes a little-endian integer at `address` (no alignment needed).
+    public func store<T: FixedWidthInteger>(_ value: T, at address: GuestAddress) throws(GuestMemoryError) {
+        let destination = try unsafe host(address, UInt64(MemoryLayout<T>.size))
+        unsafe destination.storeBytes(of: value.littleEndian, as: T.self)
+    }
+
+    /// Reads `count` bytes from `file` at `offset` straight into guest memory at `address`.
+    ///
+    /// Used to load kernels and initrds without an intermediate copy.
+    public func read(from file: FileDescriptor, fileOffset: UInt64, count: UInt64,
+                     into address: GuestAddress) throws(GuestMemoryError) {
+        guard count > 0 else { return }
+        let destination = try unsafe host(address, count)
+        var done: UInt64 = 0
+        while done < count {
+            let chunk = Int(min(count - done, 1 << 30))
+            // SAFETY: `done + chunk <= count`, inside the checked span.
+            let buffer = unsafe UnsafeMutableRawBufferPointer(start: destination + Int(done), count: chunk)
+            let got: Int
+            do {
+                got = try unsafe file.read(fromAbsoluteOffset: Int64(fileOffset + done), into: buffer)
+            } catch let error as Errno {
+                throw .readFailed(error)
+            } catch {
+                throw .readFailed(.ioError)
+            }
+            guard got > 0 else { throw .shortRead(expected: count, got: done) }
+            done += UInt64(got)
+        }
+    }
+}
