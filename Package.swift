@@ -33,7 +33,9 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: [.strictMemorySafety()]),
         .target(name: "SwiftletAllocator", dependencies: ["SwiftletCore", "SwiftletArch", "SwiftletMemory"], swiftSettings: safe),
-        .target(name: "SwiftletBoot", dependencies: ["SwiftletCore", "SwiftletMemory", "SwiftletArch"], swiftSettings: safe),
+        .target(name: "SwiftletBoot", dependencies: [
+            "SwiftletCore", "SwiftletMemory", "SwiftletArch", .product(name: "SystemPackage", package: "swift-system"),
+        ], swiftSettings: safe),
         .target(name: "SwiftletDispatcher", dependencies: ["SwiftletCore"], swiftSettings: safe),
         .target(name: "SwiftletDevices", dependencies: ["SwiftletCore"], swiftSettings: safe),
         // Tier 5: the composition root (builder, VM lifecycle, public API).
