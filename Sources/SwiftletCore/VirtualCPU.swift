@@ -41,7 +41,7 @@ public struct VCPUError: Error, Equatable, Sendable, CustomStringConvertible {
 /// The hypervisor seam: what the dispatcher needs from one virtual CPU.
 ///
 /// Implemented by the KVM backend and by scripted test doubles; the dispatcher never imports KVM.
-public protocol VirtualCPU: AnyObject {
+public protocol VirtualCPU: AnyObject, Sendable {
     /// The vCPU's index (0 is the boot processor).
     var index: Int { get }
     /// Enters the guest and returns at the next exit.
@@ -49,6 +49,9 @@ public protocol VirtualCPU: AnyObject {
     /// Supplies the values of a completed `.pioIn` (one per count) or `.mmioRead` (one value)
     /// before the next ``run()``.
     func completeRead(_ values: [UInt64])
+    /// Forces the vCPU out of the guest soon; the next ``run()`` returns ``VCPUExit/interrupted``.
+    /// Safe to call from any thread.
+    func kick()
     /// A one-line summary of the vCPU's state for error messages (instruction pointer, mode).
     func stateSummary() -> String
 }

@@ -1,0 +1,158 @@
+import SwiftletCore
+import Synchronization
+
+/// Why a vCPU loop (and with it the machine) stopped.
+public enum StopReason: Equatable, Sendable {
+    /// The guest powered off.
+    case powerOff
+    /// The guest reset the machine.
+    case reset
+    /// The host asked the machine to stop (signal, API call, test).
+    case requested
+    /// A vCPU executed `hlt` with no in-kernel APIC to wake it.
+    case halted(vcpu: Int)
+    /// The guest triple-faulted.
+    case tripleFault(vcpu: Int, state: String)
+    /// The hypervisor could not emulate an instruction or access.
+    case internalError(vcpu: Int, suberror: UInt32, state: String)
+    /// The hardware refused to enter the guest.
+    case failedEntry(vcpu: Int, reason: UInt64, state: String)
+    /// The guest reported a crash through the hypervisor.
+    case guestCrash(vcpu: Int)
+    /// An exit this VMM does not know.
+    case unknownExit(vcpu: Int, reason: UInt32)
+    /// A host-side failure (not the guest's doing).
+    case hostError(String)
+
+    /// Whether the guest ended the machine in an orderly way.
+    public var isOrderly: Bool {
+        switch self {
+        case .powerOff, .reset, .requested, .halted: return true
+        default: return false
+        }
+    }
+
+    /// One line for the user.
+    public var message: String {
+        switch self {
+        case .powerOff: return "guest powered off"
+        case .reset: return "guest reset the machine"
+        case .requested: return "stopped on request"
+        case let .halted(vcpu): return "vCPU \(vcpu) halted"
+        case let .tripleFault(vcpu, state):
+            return "guest triple-faulted on vCPU \(vcpu) (\(state)); check the kernel and its command line"
+        case let .internalError(vcpu, suberror, state):
+            let what = suberror == 1 ? "emulation failure" : "suberror \(suberror)"
+            return "KVM internal error on vCPU \(vcpu): \(what) (\(state))"
+        case let .failedEntry(vcpu, reason, state):
+            return "KVM could not enter the guest on vCPU \(vcpu): hardware reason 0x\(String(reason, radix: 16)) (\(state))"
+        case let .guestCrash(vcpu): return "guest reported a crash on vCPU \(vcpu)"
+        case let .unknownExit(vcpu, reason): return "unknown VM exit \(reason) on vCPU \(vcpu)"
+        case let .hostError(message): return message
+        }
+    }
+}
+
+/// What the vCPU loop does after an exit has been handled.
+public enum Disposition: Equatable, Sendable {
+    /// Re-enter the guest.
+    case resume
+    /// Hand these values to the vCPU (a completed `in` or MMIO read), then re-enter.
+    case completeRead([UInt64])
+    /// Stop this vCPU and the machine.
+    case stop(StopReason)
+}
+
+/// Logs each unowned address once (up to a cap, so a guest scanning the address space cannot
+/// grow host memory or flood the log).
+public final class UnhandledAccessLog: Sendable {
+    private let seen = Mutex<Set<UInt64>>([])
+    private let log: @Sendable (String) -> Void
+    /// The number of distinct addresses reported at most.
+    public static let cap = 64
+
+    /// Creates a log that reports through `log`.
+    public init(log: @escaping @Sendable (String) -> Void) { self.log = log }
+
+    func record(bus: String, address: UInt64, write: Bool) {
+        let key = address ^ (bus == "PIO" ? 1 << 63 : 0)
+        let isNew = seen.withLock { seen -> Bool in
+            guard seen.count < Self.cap, !seen.contains(key) else { return false }
+            seen.insert(key)
+            return true
+        }
+        if isNew {
+            log("guest \(write ? "wrote" : "read") unowned \(bus) address 0x\(String(address, radix: 16)); \(write ? "ignored" : "answered all ones") (logged once)")
+        }
+    }
+}
+
+/// Emulates the effect of one trapped access by handing it to the device that owns the address.
+///
+/// Pure routing: never throws for guest behaviour. An access to an address nobody owns is logged
+/// once and answered with all ones (reads) or dropped (writes), as on a real bus.
+public struct ExitRouter: Sendable {
+    /// The port-I/O bus.
+    public let pio: Bus
+    /// The MMIO bus.
+    public let mmio: Bus
+    private let unhandled: UnhandledAccessLog
+
+    /// Creates a router over two finished buses.
+    public init(pio: Bus, mmio: Bus, unhandled: UnhandledAccessLog) {
+        self.pio = pio
+        self.mmio = mmio
+        self.unhandled = unhandled
+    }
+
+    /// Routes one exit of vCPU `vcpu` (whose state `summary` describes, for fatal exits).
+    public func route(_ exit: VCPUExit, vcpu: Int, summary: () -> String) -> Disposition {
+        switch exit {
+        case let .pioOut(port, width, values):
+            guard let (entry, offset) = pio.lookup(UInt64(port)) else {
+                unhandled.record(bus: pio.name, address: UInt64(port), write: true)
+                return .resume
+            }
+            for value in values { entry.handler.write(at: offset, width: width, value: value) }
+            return .resume
+        case let .pioIn(port, width, count):
+            guard let (entry, offset) = pio.lookup(UInt64(port)) else {
+                unhandled.record(bus: pio.name, address: UInt64(port), write: false)
+                return .completeRead(Array(repeating: width.allOnes, count: count))
+            }
+            return .completeRead((0..<count).map { _ in entry.handler.read(at: offset, width: width) & width.allOnes })
+        case let .mmioWrite(address, width, value):
+            guard let (entry, offset) = mmio.lookup(address) else {
+                unhandled.record(bus: mmio.name, address: address, write: true)
+                return .resume
+            }
+            entry.handler.write(at: offset, width: width, value: value)
+            return .resume
+        case let .mmioRead(address, width):
+            guard let (entry, offset) = mmio.lookup(address) else {
+                unhandled.record(bus: mmio.name, address: address, write: false)
+                return .completeRead([width.allOnes])
+            }
+            return .completeRead([entry.handler.read(at: offset, width: width) & width.allOnes])
+        case .interrupted:
+            return .resume
+        case .halt:
+            return .stop(.halted(vcpu: vcpu))
+        case .shutdown:
+            return .stop(.tripleFault(vcpu: vcpu, state: summary()))
+        case let .systemEvent(event):
+            switch event {
+            case .shutdown: return .stop(.powerOff)
+            case .reset: return .stop(.reset)
+            case .crash: return .stop(.guestCrash(vcpu: vcpu))
+            case let .other(type): return .stop(.unknownExit(vcpu: vcpu, reason: 0x1_0000 | type))
+            }
+        case let .failedEntry(reason):
+            return .stop(.failedEntry(vcpu: vcpu, reason: reason, state: summary()))
+        case let .internalError(suberror):
+            return .stop(.internalError(vcpu: vcpu, suberror: suberror, state: summary()))
+        case let .unknown(reason):
+            return .stop(.unknownExit(vcpu: vcpu, reason: reason))
+        }
+    }
+}
