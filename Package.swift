@@ -47,7 +47,7 @@ let package = Package(
         ], swiftSettings: safe),
         // Tier 6: the command line (a library so it can be unit-tested) and the executable.
         .target(name: "SwiftletCLI", dependencies: [
-            "Swiftlet", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "Swiftlet", "SwiftletKVM", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: safe),
         .executableTarget(name: "swiftlet", dependencies: ["SwiftletCLI"], swiftSettings: safe),

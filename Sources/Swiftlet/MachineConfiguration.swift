@@ -1,0 +1,83 @@
+import SwiftletAllocator
+import SwiftletDispatcher
+
+/// Where the guest's serial console goes.
+public enum ConsoleConfiguration: Equatable, Sendable {
+    /// Standard output; standard input feeds the guest (raw mode on a terminal).
+    case stdio
+    /// Nowhere.
+    case off
+    /// A file, created or truncated.
+    case file(String)
+}
+
+/// Everything needed to build and boot one microVM.
+public struct MachineConfiguration: Equatable, Sendable {
+    /// The kernel: a bzImage or an ELF vmlinux with a PVH note.
+    public var kernelPath: String
+    /// An optional initrd/initramfs.
+    public var initrdPath: String?
+    /// The kernel command line.
+    public var commandLine: String
+    /// The number of vCPUs.
+    public var vcpuCount: Int
+    /// Guest RAM in bytes (a whole number of MiB).
+    public var memorySize: UInt64
+    /// The serial console.
+    public var console: ConsoleConfiguration
+    /// Hide KVM's paravirtual CPUID features (for tiny test guests that must not `vmcall`).
+    public var hideParavirtFeatures: Bool
+    /// Create the in-kernel irqchip and PIT (off only for tiny test guests that exit with `hlt`).
+    public var inKernelIRQChip: Bool
+    /// The hypervisor device.
+    public var kvmPath: String
+
+    /// Creates a configuration with Swiftlet's defaults: 1 vCPU, 256 MiB, console on stdio.
+    public init(kernelPath: String, initrdPath: String? = nil, commandLine: String = "",
+                vcpuCount: Int = 1, memorySize: UInt64 = 256 << 20, console: ConsoleConfiguration = .stdio,
+                hideParavirtFeatures: Bool = false, inKernelIRQChip: Bool = true, kvmPath: String = "/dev/kvm") {
+        self.kernelPath = kernelPath
+        self.initrdPath = initrdPath
+        self.commandLine = commandLine
+        self.vcpuCount = vcpuCount
+        self.memorySize = memorySize
+        self.console = console
+        self.hideParavirtFeatures = hideParavirtFeatures
+        self.inKernelIRQChip = inKernelIRQChip
+        self.kvmPath = kvmPath
+    }
+}
+
+/// How a run ended.
+public struct RunOutcome: Equatable, Sendable {
+    /// Why the machine stopped.
+    public var reason: StopReason
+    /// The exit status the guest reported for its command, if it did.
+    public var guestExitStatus: UInt8?
+    /// Time from Swiftlet's start to the guest's boot-complete signal, if it came.
+    public var bootCompleteAfter: Duration?
+}
+
+/// A Swiftlet failure at the public boundary: what failed, in one line, and whether it was the
+/// caller's input (``Kind/usage``), the host (``Kind/host``) or the guest (``Kind/guest``).
+public struct SwiftletError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// Who is at fault.
+    public enum Kind: Sendable, Equatable {
+        /// Bad configuration or input: fix the request.
+        case usage
+        /// The host could not do what was asked (KVM, memory, threads).
+        case host
+    }
+    /// Who is at fault.
+    public let kind: Kind
+    /// The one-line message.
+    public let message: String
+
+    /// Creates an error.
+    public init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+
+    public var description: String { message }
+}

@@ -1,0 +1,245 @@
+import Logging
+import Synchronization
+import SwiftletAllocator
+import SwiftletArch
+import SwiftletBoot
+import SwiftletCore
+import SwiftletDevices
+import SwiftletDispatcher
+import SwiftletKVM
+import SwiftletMemory
+
+/// A built microVM, ready to run: guest memory loaded, vCPUs configured, devices on their buses.
+///
+/// The builder follows Firecracker's order: plan → memory → VM → vCPUs → boot image → ACPI →
+/// devices → boot registers. ``run()`` starts one OS thread per vCPU and blocks until the
+/// machine stops.
+public final class VirtualMachine: Sendable {
+    private let configuration: MachineConfiguration
+    private let logger: Logger
+    private let memory: GuestMemory
+    private let vm: KVMVirtualMachine
+    private let vcpus: [KVMVirtualCPU]
+    private let router: ExitRouter
+    private let control: RunControl
+    private let events: MachineEventRecorder
+    private let serial: SharedDevice<Serial16550>
+
+    /// Builds the machine described by `configuration`.
+    ///
+    /// - Parameter startTime: when Swiftlet started, for the boot-complete timer.
+    /// - Throws: ``SwiftletError`` with kind `.usage` for bad input (kernel, initrd, sizes, no
+    ///   `/dev/kvm`) and `.host` for host failures.
+    public init(configuration: MachineConfiguration, logger: Logger,
+                startTime: ContinuousClock.Instant = .now) throws(SwiftletError) {
+        self.configuration = configuration
+        self.logger = logger
+        let kvm: KVM
+        do {
+            kvm = try KVM(path: configuration.kvmPath)
+        } catch {
+            if case .open = error { throw SwiftletError(.usage, error.description) }
+            throw SwiftletError(.host, error.description)
+        }
+        let plan: MachinePlan
+        do {
+            let limits = ResourceLimits(maximumMemory: min(HostInfo.physicalMemory, 1 << 40),
+                                        maximumVCPUs: try kvm.maxVCPUs())
+            plan = try MachinePlan(vcpuCount: configuration.vcpuCount, memorySize: configuration.memorySize, limits: limits)
+        } catch let error as AllocatorError {
+            throw SwiftletError(.usage, error.description)
+        } catch {
+            throw SwiftletError(.host, "\(error)")
+        }
+        do {
+            memory = try GuestMemory(ranges: plan.memory.ranges)
+        } catch {
+            throw SwiftletError(.host, error.description)
+        }
+
+        // The boot image and the firmware tables go into RAM first: they fail on bad input.
+        let entry: BootEntry
+        do {
+            entry = try KernelLoader.load(kernelPath: configuration.kernelPath, initrdPath: configuration.initrdPath,
+                                          commandLine: configuration.commandLine, memory: memory,
+                                          e820: plan.memory.e820, rsdpAddress: X86Layout.acpiTablesAddress,
+                                          lowRAMEnd: plan.memory.lowRAMEnd)
+        } catch {
+            throw SwiftletError(.usage, error.description)
+        }
+        do {
+            var acpi = ACPIConfiguration(vcpuCount: plan.vcpuCount)
+            acpi.serialPorts = [LegacySerialPort(port: X86Layout.com1Port, irq: X86Layout.com1IRQ)]
+            let tables = try ACPITables.build(acpi)
+            try memory.write(tables.bytes, at: GuestAddress(tables.rsdpAddress))
+        } catch {
+            throw SwiftletError(.host, "building ACPI tables: \(error)")
+        }
+        let mode: BootMode
+        switch entry {
+        case let .linux64(address, bootParams): mode = .linux64(entry: address, bootParams: bootParams)
+        case let .pvh(address, startInfo): mode = .pvh(entry: address, startInfo: startInfo)
+        }
+        let boot = X86BootState(mode: mode)
+        do {
+            for write in boot.memoryWrites { try memory.write(write.bytes, at: GuestAddress(write.address)) }
+        } catch {
+            throw SwiftletError(.host, error.description)
+        }
+
+        // The VM, its vCPUs and the in-kernel interrupt controllers.
+        control = RunControl()
+        events = MachineEventRecorder(control: control, logger: logger, startTime: startTime)
+        do {
+            vm = try kvm.createVirtualMachine()
+            try vm.setTSSAddress(X86Layout.kvmTSSAddress)
+            try vm.setIdentityMapAddress(X86Layout.kvmIdentityMapAddress)
+            if configuration.inKernelIRQChip {
+                try vm.createIRQChip()
+                try vm.createPIT()
+            }
+            try vm.registerMemory(memory)
+            let supported = try kvm.supportedCPUID()
+            let policy = CPUIDPolicy(vcpuCount: plan.vcpuCount, hideParavirtFeatures: configuration.hideParavirtFeatures)
+            var created: [KVMVirtualCPU] = []
+            for index in 0..<plan.vcpuCount {
+                let vcpu = try vm.createVirtualCPU(index: index)
+                try vcpu.setCPUID(policy.entries(for: index, from: supported))
+                let accepted = try vcpu.setMSRs(X86BootState.initialMSRs)
+                if accepted < X86BootState.initialMSRs.count {
+                    logger.debug("KVM accepted \(accepted) of \(X86BootState.initialMSRs.count) boot MSRs on vCPU \(index)")
+                }
+                try vcpu.resetFPU()
+                if configuration.inKernelIRQChip { try vcpu.configureLocalInterrupts() }
+                created.append(vcpu)
+            }
+            try created[0].setSpecialRegisters(boot.specialRegisters)
+            try created[0].setRegisters(boot.registers)
+            vcpus = created
+        } catch {
+            throw SwiftletError(.host, error.description)
+        }
+
+        // The interpreters: legacy devices on the PIO bus, Swiftlet's control page on the MMIO bus.
+        let console: any OutputSink
+        switch configuration.console {
+        case .stdio: console = FileDescriptorSink.standardOutput
+        case .off: console = DiscardingSink()
+        case let .file(path):
+            do {
+                console = try FileDescriptorSink(creatingFileAt: path)
+            } catch {
+                throw SwiftletError(.usage, "cannot open console file \"\(path)\": \(error)")
+            }
+        }
+        let serialIRQ: any InterruptLine = configuration.inKernelIRQChip
+            ? vm.interruptLine(gsi: X86Layout.com1IRQ) : NoInterruptLine()
+        serial = SharedDevice(Serial16550(irq: serialIRQ, output: console))
+        var pio = Bus(name: "PIO")
+        var mmio = Bus(name: "MMIO")
+        do {
+            try pio.insert(serial, named: "serial0 (16550A)", at: UInt64(X86Layout.com1Port), size: 8)
+            try pio.insert(SharedDevice(I8042(events: events)), named: "i8042", at: UInt64(X86Layout.i8042Port), size: 5)
+            try pio.insert(SharedDevice(CMOSClock(clock: SystemWallClock())), named: "rtc (CMOS)", at: UInt64(X86Layout.cmosPort), size: 2)
+            try pio.insert(SharedDevice(ACPIPowerRegisters(events: events)), named: "acpi-power",
+                           at: UInt64(X86Layout.acpiPowerPort), size: 3)
+            try mmio.insert(SharedDevice(GuestControlPage(events: events)), named: "swiftlet-control",
+                            at: X86Layout.controlPageAddress, size: 0x1000)
+        } catch {
+            throw SwiftletError(.host, error.description)
+        }
+        let log = logger
+        router = ExitRouter(pio: pio, mmio: mmio, unhandled: UnhandledAccessLog { message in log.debug("\(message)") })
+        control.attach(vcpus)
+    }
+
+    /// Feeds console input to the guest's UART, waiting while its FIFO is full.
+    public func sendConsoleInput(_ bytes: [UInt8]) {
+        var rest = bytes[...]
+        while !rest.isEmpty && !control.isStopping {
+            let chunk = Array(rest)
+            let accepted = serial.withLock { $0.enqueueInput(chunk) }
+            rest = rest.dropFirst(accepted)
+            if !rest.isEmpty { sleepMilliseconds(1) }
+        }
+    }
+
+    /// Asks the machine to stop; ``run()`` then returns with ``StopReason/requested``.
+    public func stop() { control.stop(.requested) }
+
+    /// Runs the machine on one OS thread per vCPU until it stops, and reports how it ended.
+    public func run() -> RunOutcome {
+        var threads: [OSThread] = []
+        for vcpu in vcpus {
+            let loop = VCPULoop(vcpu: vcpu, router: router, control: control)
+            let control = self.control
+            do {
+                threads.append(try OSThread(name: "swiftlet-vcpu\(vcpu.index)") {
+                    do {
+                        try vcpu.bindToCurrentThread()
+                    } catch {
+                        control.stop(.hostError(error.description))
+                        return
+                    }
+                    loop.run()
+                })
+            } catch {
+                control.stop(.hostError(error.description))
+                break
+            }
+        }
+        for thread in threads { thread.join() }
+        return RunOutcome(reason: control.reason ?? .requested, guestExitStatus: events.exitStatus,
+                          bootCompleteAfter: events.bootCompleteAfter)
+    }
+}
+
+/// Turns device-level machine events into run-control actions and records what the guest reported.
+final class MachineEventRecorder: MachineEventSink {
+    private let control: RunControl
+    private let logger: Logger
+    private let startTime: ContinuousClock.Instant
+    private let state = Mutex<(exitStatus: UInt8?, bootComplete: Duration?)>((nil, nil))
+
+    init(control: RunControl, logger: Logger, startTime: ContinuousClock.Instant) {
+        self.control = control
+        self.logger = logger
+        self.startTime = startTime
+    }
+
+    var exitStatus: UInt8? { state.withLock { $0.exitStatus } }
+    var bootCompleteAfter: Duration? { state.withLock { $0.bootComplete } }
+
+    func handle(_ event: MachineEvent) {
+        switch event {
+        case .powerOff: control.stop(.powerOff)
+        case .reset: control.stop(.reset)
+        case .bootComplete:
+            let elapsed = ContinuousClock.now - startTime
+            let first = state.withLock { state -> Bool in
+                guard state.bootComplete == nil else { return false }
+                state.bootComplete = elapsed
+                return true
+            }
+            if first {
+                let ms = elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000
+                logger.info("guest boot complete \(ms) ms after Swiftlet started")
+            }
+        case let .exitStatus(status):
+            state.withLock { $0.exitStatus = status }
+        }
+    }
+}
+
+/// The host's wall clock.
+struct SystemWallClock: WallClock {
+    func secondsSinceEpoch() -> Int64 {
+        // UTC seconds; ContinuousClock has no epoch, so read the realtime clock through Duration math.
+        Int64(SwiftletKVM.HostInfo.wallClockSeconds)
+    }
+}
+
+/// An interrupt line that goes nowhere (machines without an in-kernel irqchip).
+struct NoInterruptLine: InterruptLine {
+    func trigger() {}
+}

@@ -1,0 +1,72 @@
+/// Parses human sizes such as `512M`, `2G`, `1.5G` is refused (whole units only), `4096K`.
+///
+/// Units are binary (K = KiB, M = MiB, G = GiB, T = TiB) and may be followed by `iB` or `B`;
+/// a bare number means MiB, as with QEMU's `-m`.
+public enum ByteSize {
+    /// The number of bytes `text` denotes, or `nil` if it is not a valid size or overflows.
+    public static func parse(_ text: String) -> UInt64? {
+        var digits = Substring(text)
+        var unit = digits.drop { $0.isNumber }
+        digits = digits.prefix(digits.count - unit.count)
+        guard !digits.isEmpty, digits.allSatisfy(\.isASCII), let number = UInt64(digits) else { return nil }
+        for suffix in ["iB", "ib", "B", "b"] where unit.count > 1 && unit.hasSuffix(suffix) {
+            unit = unit.dropLast(suffix.count)
+            break
+        }
+        let shift: UInt64
+        switch unit.uppercased() {
+        case "": shift = 20
+        case "K": shift = 10
+        case "M": shift = 20
+        case "G": shift = 30
+        case "T": shift = 40
+        default: return nil
+        }
+        let (bytes, overflow) = number.multipliedReportingOverflow(by: 1 << shift)
+        return overflow ? nil : bytes
+    }
+}
+
+/// Standard base64 (RFC 4648) encoding, used to pass the guest command on the kernel command line
+/// without any quoting issues.
+public enum Base64 {
+    private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+
+    /// Encodes `bytes`.
+    public static func encode(_ bytes: some Collection<UInt8>) -> String {
+        let input = Array(bytes)
+        var output: [UInt8] = []
+        output.reserveCapacity((input.count + 2) / 3 * 4)
+        var index = 0
+        while index < input.count {
+            let chunk = input[index..<min(index + 3, input.count)]
+            let b0 = chunk[chunk.startIndex]
+            let b1 = chunk.count > 1 ? chunk[chunk.startIndex + 1] : 0
+            let b2 = chunk.count > 2 ? chunk[chunk.startIndex + 2] : 0
+            output.append(alphabet[Int(b0 >> 2)])
+            output.append(alphabet[Int((b0 & 0x3) << 4 | b1 >> 4)])
+            output.append(chunk.count > 1 ? alphabet[Int((b1 & 0xf) << 2 | b2 >> 6)] : UInt8(ascii: "="))
+            output.append(chunk.count > 2 ? alphabet[Int(b2 & 0x3f)] : UInt8(ascii: "="))
+            index += 3
+        }
+        return String(decoding: output, as: UTF8.self)
+    }
+}
+
+/// Quotes words for a POSIX shell so that `sh -c` sees exactly the original arguments.
+public func shellQuote(_ words: [String]) -> String {
+    words.map { word in
+        if !word.isEmpty, word.utf8.allSatisfy({ b in
+            (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || "-_./=:,+@%".utf8.contains(b)
+        }) {
+            return word
+        }
+        return "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }.joined(separator: " ")
+}
+
+extension String {
+    fileprivate func replacingOccurrences(of target: String, with replacement: String) -> String {
+        split(separator: target, omittingEmptySubsequences: false).joined(separator: replacement)
+    }
+}

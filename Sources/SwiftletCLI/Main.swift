@@ -1,0 +1,116 @@
+import ArgumentParser
+import Logging
+import Swiftlet
+import Synchronization
+import SwiftletKVM
+
+/// Where the default guest lives.
+public enum DefaultGuest {
+    /// `$SWIFTLET_GUEST_DIR`, else `$XDG_CACHE_HOME/swiftlet/guest`, else `$HOME/.cache/swiftlet/guest`.
+    public static func directory(environment: [String: String]) -> String {
+        if let dir = environment["SWIFTLET_GUEST_DIR"], !dir.isEmpty { return dir }
+        if let cache = environment["XDG_CACHE_HOME"], !cache.isEmpty { return cache + "/swiftlet/guest" }
+        return (environment["HOME"] ?? "/root") + "/.cache/swiftlet/guest"
+    }
+
+    static func exists(_ path: String) -> Bool { HostInfo.isReadableFile(path) }
+}
+
+/// The `swiftlet` program: parses arguments, runs, and maps the outcome to an exit status.
+public enum SwiftletMain {
+    /// Exit status for bad input.
+    public static let usageError: Int32 = 2
+    /// Exit status when the guest crashed or the host failed.
+    public static let failure: Int32 = 1
+
+    /// Runs `swiftlet` with `arguments` (without the program name) and returns the exit status.
+    public static func run(arguments: [String], startTime: ContinuousClock.Instant) -> Int32 {
+        TerminationSignals.block()
+        let command: RunCommand
+        do {
+            var parsed = try SwiftletCommand.parseAsRoot(arguments)
+            guard let run = parsed as? RunCommand else {
+                try parsed.run()          // the root command only prints help
+                return 0
+            }
+            command = run
+        } catch {
+            let code = SwiftletCommand.exitCode(for: error)
+            if code == .success {
+                print(SwiftletCommand.fullMessage(for: error))
+                return 0
+            }
+            printError(SwiftletCommand.message(for: error))
+            return usageError
+        }
+        return execute(command, startTime: startTime)
+    }
+
+    static func printError(_ message: String) {
+        let line = "swiftlet: error: " + message.split(separator: "\n").joined(separator: "; ") + "\n"
+        StandardErrorSink.write(line)
+    }
+
+    static func execute(_ command: RunCommand, startTime: ContinuousClock.Instant) -> Int32 {
+        var logger = Logger(label: "swiftlet") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = Logger.Level(rawValue: command.logLevel) ?? .warning
+        var environment: [String: String] = [:]
+        for name in ["SWIFTLET_GUEST_DIR", "XDG_CACHE_HOME", "HOME"] { environment[name] = HostInfo.environment(name) }
+        let machine: VirtualMachine
+        let configuration: MachineConfiguration
+        do {
+            configuration = try command.machineConfiguration(environment: environment)
+            machine = try VirtualMachine(configuration: configuration, logger: logger, startTime: startTime)
+        } catch {
+            printError(error.message)
+            return error.kind == .usage ? usageError : failure
+        }
+        let received = SignalBox()
+        do {
+            try TerminationSignals.handle { signal in
+                received.set(signal)
+                machine.stop()
+            }
+            if configuration.console == .stdio {
+                if Terminal.standardInputIsTerminal { Terminal.enterRawMode() }
+                try StandardInputPump.start { bytes in machine.sendConsoleInput(bytes) }
+            }
+        } catch {
+            printError(error.description)
+            return failure
+        }
+        let outcome = machine.run()
+        Terminal.restore()
+        return exitStatus(for: outcome, commandGiven: !command.command.isEmpty, signal: received.value)
+    }
+
+    /// Maps how the machine ended to the process exit status (see `swiftlet run --help`).
+    public static func exitStatus(for outcome: RunOutcome, commandGiven: Bool, signal: Int32?) -> Int32 {
+        switch outcome.reason {
+        case .requested:
+            return 128 + (signal ?? 15)
+        case let reason where reason.isOrderly:
+            if let status = outcome.guestExitStatus { return Int32(status) }
+            if commandGiven {
+                printError("the guest stopped (\(reason.message)) without reporting the command's exit status")
+                return failure
+            }
+            return 0
+        case let reason:
+            printError(reason.message)
+            return failure
+        }
+    }
+}
+
+/// The last termination signal received.
+final class SignalBox: Sendable {
+    private let signal = Mutex<Int32?>(nil)
+    func set(_ value: Int32) { signal.withLock { $0 = value } }
+    var value: Int32? { signal.withLock { $0 } }
+}
+
+/// Writes Swiftlet's own messages to standard error.
+enum StandardErrorSink {
+    static func write(_ text: String) { FileDescriptorSink.standardError.write(Array(text.utf8)) }
+}

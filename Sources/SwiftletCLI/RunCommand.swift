@@ -1,0 +1,102 @@
+import ArgumentParser
+import Logging
+import Swiftlet
+
+/// `swiftlet`: the command-line entry point.
+public struct SwiftletCommand: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "swiftlet",
+        abstract: "A KVM microVM monitor: boots a Linux guest and runs a command in it.",
+        subcommands: [RunCommand.self])
+
+    public init() {}
+}
+
+/// `swiftlet run`: boot a guest, optionally run one command in it, exit with its status.
+public struct RunCommand: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Boot a microVM; with `-- CMD ARGS...` run CMD in the default guest and exit with its status.",
+        discussion: """
+            Without --kernel, Swiftlet boots the default guest built by scripts/build-guest (looked up in \
+            $SWIFTLET_GUEST_DIR, else $XDG_CACHE_HOME/swiftlet/guest, else ~/.cache/swiftlet/guest).
+            Exit status: CMD's status; 0 when the guest powers off or reboots without a command; \
+            2 for bad input; 1 when the guest crashes or the host fails; 128+N after signal N.
+            """)
+
+    @Option(help: ArgumentHelp("The guest kernel: a bzImage or an ELF vmlinux with a PVH note.", valueName: "path"))
+    public var kernel: String?
+
+    @Option(help: ArgumentHelp("An initramfs (defaults to the default guest's when --kernel is not given).", valueName: "path"))
+    public var initrd: String?
+
+    @Option(help: ArgumentHelp("The kernel command line (replaces Swiftlet's default; `-- CMD` is still appended).",
+                               valueName: "string"))
+    public var cmdline: String?
+
+    @Option(help: "The number of vCPUs.")
+    public var cpus: Int = 1
+
+    @Option(help: ArgumentHelp("Guest memory, e.g. 256M or 2G (binary units; a bare number means MiB).", valueName: "size"))
+    public var memory: String = "256M"
+
+    @Option(help: ArgumentHelp("Where the serial console goes: stdio, off, or a file path.", valueName: "stdio|off|path"))
+    public var console: String = "stdio"
+
+    @Option(help: ArgumentHelp("Log level on stderr: trace, debug, info, notice, warning, error, critical.", valueName: "level"))
+    public var logLevel: String = "warning"
+
+    @Argument(parsing: .postTerminator, help: ArgumentHelp("A command to run in the guest.", valueName: "cmd"))
+    public var command: [String] = []
+
+    public init() {}
+
+    /// The default kernel command line.
+    public static let defaultCommandLine = "console=ttyS0 quiet panic=-1"
+
+    public mutating func validate() throws {
+        guard cpus >= 1 else { throw ValidationError("--cpus \(cpus): a machine needs at least 1 vCPU") }
+        guard ByteSize.parse(memory) != nil else {
+            throw ValidationError("--memory '\(memory)' is not a size; use e.g. 256M or 2G")
+        }
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level '\(logLevel)' is not one of trace, debug, info, notice, warning, error, critical")
+        }
+        guard !console.isEmpty else { throw ValidationError("--console needs stdio, off or a file path") }
+    }
+
+    /// The console setting.
+    public var consoleConfiguration: ConsoleConfiguration {
+        switch console {
+        case "stdio": return .stdio
+        case "off": return .off
+        default: return .file(console)
+        }
+    }
+
+    /// The kernel command line: `--cmdline` or the default, plus the encoded command.
+    public var kernelCommandLine: String {
+        var line = cmdline ?? Self.defaultCommandLine
+        if !command.isEmpty {
+            line += " swiftlet.cmd=" + Base64.encode(Array(shellQuote(command).utf8))
+        }
+        return line
+    }
+
+    /// The machine this invocation asks for, with the default guest resolved from `environment`.
+    public func machineConfiguration(environment: [String: String]) throws(SwiftletError) -> MachineConfiguration {
+        var kernelPath = kernel
+        var initrdPath = initrd
+        if kernelPath == nil {
+            let directory = DefaultGuest.directory(environment: environment)
+            kernelPath = directory + "/vmlinuz"
+            if initrdPath == nil { initrdPath = directory + "/initrd.cpio" }
+            guard DefaultGuest.exists(kernelPath!) else {
+                throw SwiftletError(.usage, "the default guest is not built (no \(kernelPath!)); run scripts/build-guest or pass --kernel")
+            }
+        }
+        return MachineConfiguration(kernelPath: kernelPath!, initrdPath: initrdPath, commandLine: kernelCommandLine,
+                                    vcpuCount: cpus, memorySize: ByteSize.parse(memory) ?? 0,
+                                    console: consoleConfiguration)
+    }
+}

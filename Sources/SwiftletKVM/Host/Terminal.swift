@@ -1,0 +1,107 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+
+/// The terminal settings to restore at exit, if raw mode was entered.
+nonisolated(unsafe) private var savedTerminal: termios?
+private let terminalLock = Mutex<Bool>(false)
+
+/// Puts an interactive standard input into raw mode for the guest console, and restores it.
+///
+/// Restoration is registered with `atexit` as well, so every exit path (normal return, `exit()`
+/// after an error, a stop on SIGINT/SIGTERM handled by ``TerminationSignals``) gives the user back a
+/// working terminal.
+public enum Terminal {
+    /// Whether standard input is a terminal.
+    public static var standardInputIsTerminal: Bool { isatty(0) == 1 }
+
+    /// Enters raw mode on standard input if it is a terminal. Returns whether it did.
+    @discardableResult
+    public static func enterRawMode() -> Bool {
+        terminalLock.withLock { entered -> Bool in
+            guard !entered, isatty(0) == 1 else { return entered }
+            var original = termios()
+            guard unsafe tcgetattr(0, &original) == 0 else { return false }
+            var raw = original
+            unsafe cfmakeraw(&raw)
+            raw.c_oflag |= tcflag_t(OPOST | ONLCR)        // keep newline translation for our own messages
+            guard unsafe tcsetattr(0, TCSANOW, &raw) == 0 else { return false }
+            unsafe savedTerminal = original
+            entered = true
+            atexit { Terminal.restore() }
+            return true
+        }
+    }
+
+    /// Restores the terminal settings saved by ``enterRawMode()`` (idempotent).
+    public static func restore() {
+        terminalLock.withLock { entered in
+            guard entered, var original = unsafe savedTerminal else { return }
+            _ = unsafe tcsetattr(0, TCSANOW, &original)
+            entered = false
+        }
+    }
+}
+
+/// Termination signals (SIGINT, SIGTERM, SIGHUP) handled on a dedicated thread with `sigwait`,
+/// so no async-signal-unsafe code runs in a handler.
+public enum TerminationSignals {
+    private static func set() -> sigset_t {
+        var signals = sigset_t()
+        unsafe sigemptyset(&signals)
+        for signal in [SIGINT, SIGTERM, SIGHUP] { unsafe sigaddset(&signals, signal) }
+        return signals
+    }
+
+    /// Blocks the termination signals in the calling thread and every thread it starts later.
+    /// Call first thing in `main`. Also ignores SIGPIPE (a closed output is handled as an error).
+    public static func block() {
+        var signals = set()
+        _ = unsafe pthread_sigmask(SIG_BLOCK, &signals, nil)
+        _ = signal(SIGPIPE, SIG_IGN)
+    }
+
+    /// Starts a thread that calls `handler` with each termination signal received.
+    public static func handle(_ handler: @escaping @Sendable (Int32) -> Void) throws(KVMError) {
+        _ = try OSThread(name: "swiftlet-signals") {
+            var signals = set()
+            while true {
+                var received: Int32 = 0
+                if unsafe sigwait(&signals, &received) == 0 { handler(received) }
+            }
+        }
+    }
+}
+
+/// Facts about the host.
+public enum HostInfo {
+    /// The host's physical memory in bytes.
+    public static var physicalMemory: UInt64 {
+        UInt64(max(sysconf(Int32(_SC_PHYS_PAGES)), 0)) * UInt64(max(sysconf(Int32(_SC_PAGESIZE)), 0))
+    }
+}
+
+extension HostInfo {
+    /// The host's wall-clock time in whole seconds since the Unix epoch (UTC).
+    public static var wallClockSeconds: Int64 {
+        var now = timespec()
+        _ = unsafe clock_gettime(CLOCK_REALTIME, &now)
+        return Int64(now.tv_sec)
+    }
+}
+
+extension HostInfo {
+    /// The value of environment variable `name`, if set.
+    public static func environment(_ name: String) -> String? {
+        guard let value = unsafe getenv(name) else { return nil }
+        return unsafe String(cString: value)
+    }
+
+    /// Whether a regular file (or a link to one) exists at `path` and can be read.
+    public static func isReadableFile(_ path: String) -> Bool {
+        var info = stat()
+        guard unsafe stat(path, &info) == 0 else { return false }
+        return (info.st_mode & S_IFMT) == S_IFREG && access(path, R_OK) == 0
+    }
+}

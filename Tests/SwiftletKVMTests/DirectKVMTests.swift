@@ -1,0 +1,87 @@
+import Foundation
+import Logging
+import Testing
+@testable import Swiftlet
+import SwiftletDispatcher
+
+/// Direct tests on this machine's /dev/kvm with tiny hand-made guests. They never skip: without a
+/// usable /dev/kvm they fail and say why.
+@Suite("Direct KVM", .serialized) struct DirectKVMTests {
+    let logger = Logger(label: "swiftlet-tests")
+
+    func boot(_ code: [UInt8], name: String, irqchip: Bool = true,
+              stopAfter: Duration? = nil) throws -> (outcome: RunOutcome, console: [UInt8]) {
+        let kernel = try TinyGuest.write(TinyGuest.elf(code), name: name + ".elf")
+        let consolePath = kernel + ".console"
+        let configuration = MachineConfiguration(kernelPath: kernel, memorySize: 32 << 20, console: .file(consolePath),
+                                                 hideParavirtFeatures: true, inKernelIRQChip: irqchip)
+        let machine: VirtualMachine
+        do {
+            machine = try VirtualMachine(configuration: configuration, logger: logger)
+        } catch {
+            Issue.record("cannot build a VM on /dev/kvm: \(error.message)")
+            throw error
+        }
+        if let stopAfter {
+            Thread.detachNewThread {
+                Thread.sleep(forTimeInterval: Double(stopAfter.components.seconds) + Double(stopAfter.components.attoseconds) / 1e18)
+                machine.stop()
+            }
+        }
+        let outcome = machine.run()
+        let console = (try? Data(contentsOf: URL(fileURLWithPath: consolePath))).map { [UInt8]($0) } ?? []
+        return (outcome, console)
+    }
+
+    @Test func pioReachesTheUARTAndACPIPowerOffEndsTheMachine() throws {
+        let (outcome, console) = try boot(TinyGuest.print("Hello from PIO\n") + TinyGuest.powerOff, name: "pio")
+        #expect(outcome.reason == .powerOff)
+        #expect(String(decoding: console, as: UTF8.self) == "Hello from PIO\n")
+    }
+
+    @Test func mmioIsRoutedToTheControlPageAndUnownedReadsAreAllOnes() throws {
+        var code = TinyGuest.movMemImm32(0xc000_0000, 123)          // boot complete
+        code += TinyGuest.movMemImm32(0xc000_0004, 42)              // exit status
+        code += TinyGuest.movDX(0x3f8)
+        code += TinyGuest.movEAXMem(0xc000_0008) + TinyGuest.printEAX   // "SWLT"
+        code += TinyGuest.movEAXMem(0xd000_0000) + TinyGuest.printEAX   // nobody there: ff ff ff ff
+        code += TinyGuest.powerOff
+        let (outcome, console) = try boot(code, name: "mmio")
+        #expect(outcome.reason == .powerOff)
+        #expect(outcome.guestExitStatus == 42)
+        #expect(outcome.bootCompleteAfter != nil)
+        #expect(console == Array("SWLT".utf8) + [0xff, 0xff, 0xff, 0xff])
+    }
+
+    @Test func hltWithoutAnInKernelAPICStopsTheMachine() throws {
+        let (outcome, console) = try boot(TinyGuest.print("H") + TinyGuest.cli + [0xf4], name: "hlt", irqchip: false)
+        #expect(outcome.reason == .halted(vcpu: 0))
+        #expect(console == Array("H".utf8))
+    }
+
+    @Test func aHaltedGuestIsKickedOutOfKVMRunOnStop() throws {
+        let start = ContinuousClock.now
+        let (outcome, console) = try boot(TinyGuest.print("idle") + TinyGuest.cli + TinyGuest.hltForever, name: "idle",
+                                          stopAfter: .milliseconds(300))
+        #expect(outcome.reason == .requested)
+        #expect(console == Array("idle".utf8))
+        #expect(ContinuousClock.now - start < .seconds(20))
+    }
+
+    @Test func aTripleFaultIsReportedCleanly() throws {
+        // lidt with a zero limit, then #DE: no IDT → #DF → shutdown.
+        let idtDescriptorAddress = UInt32(TinyGuest.loadAddress) + 0x800
+        var code: [UInt8] = [0x0f, 0x01, 0x1d] + (0..<4).map { UInt8(truncatingIfNeeded: idtDescriptorAddress >> (8 * $0)) }
+        code += [0x31, 0xc9, 0xf7, 0xf1]                           // xor ecx,ecx; div ecx
+        code += TinyGuest.hltForever
+        code += [UInt8](repeating: 0, count: 0x800 - code.count) + [0, 0, 0, 0, 0, 0]   // the IDT descriptor
+        let (outcome, _) = try boot(code, name: "triple")
+        guard case let .tripleFault(vcpu, state) = outcome.reason else {
+            Issue.record("expected a triple fault, got \(outcome.reason)")
+            return
+        }
+        #expect(vcpu == 0)
+        #expect(state.contains("RIP"))
+        #expect(!outcome.reason.isOrderly)
+    }
+}

@@ -1,0 +1,67 @@
+import Foundation
+
+/// Builds tiny hand-assembled guests as ELF files with a PVH entry note, the way
+/// lab-and-peers.md §8 describes: the code is loaded at 1 MiB and entered in 32-bit protected
+/// mode with paging off.
+enum TinyGuest {
+    static let loadAddress: UInt64 = 0x10_0000
+
+    /// An ELF64 x86-64 executable with one PT_LOAD segment holding `code` at 1 MiB and a
+    /// PT_NOTE segment holding the Xen PVH entry note (type 18) pointing at it.
+    static func elf(_ code: [UInt8]) -> [UInt8] {
+        func le16(_ v: UInt16) -> [UInt8] { [UInt8(v & 0xff), UInt8(v >> 8)] }
+        func le32(_ v: UInt32) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
+        func le64(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >> (8 * UInt64($0))) } }
+        let headerSize = 64, phSize = 56
+        let noteOffset = headerSize + 2 * phSize
+        var note = le32(4) + le32(8) + le32(18) + Array("Xen\0".utf8) + le64(loadAddress)
+        while note.count % 8 != 0 { note.append(0) }
+        let codeOffset = (noteOffset + note.count + 15) / 16 * 16
+        var file: [UInt8] = [0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0] + [UInt8](repeating: 0, count: 8)
+        file += le16(2) + le16(62) + le32(1) + le64(loadAddress) + le64(UInt64(headerSize)) + le64(0)
+        file += le32(0) + le16(UInt16(headerSize)) + le16(UInt16(phSize)) + le16(2) + le16(64) + le16(0) + le16(0)
+        // PT_LOAD, R+X
+        file += le32(1) + le32(5) + le64(UInt64(codeOffset)) + le64(loadAddress) + le64(loadAddress)
+        file += le64(UInt64(code.count)) + le64(UInt64(code.count)) + le64(0x1000)
+        // PT_NOTE
+        file += le32(4) + le32(4) + le64(UInt64(noteOffset)) + le64(0) + le64(0)
+        file += le64(UInt64(note.count)) + le64(UInt64(note.count)) + le64(4)
+        file += note
+        file += [UInt8](repeating: 0, count: codeOffset - file.count)
+        return file + code
+    }
+
+    /// Writes `bytes` to a fresh temporary file and returns its path.
+    static func write(_ bytes: [UInt8], name: String) throws -> String {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("swiftlet-kvm-tests-\(getpid())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let url = directory.appendingPathComponent(name)
+        try Data(bytes).write(to: url)
+        return url.path
+    }
+
+    // 32-bit instruction encodings used by the tests.
+    static func movDX(_ port: UInt16) -> [UInt8] { [0x66, 0xba, UInt8(port & 0xff), UInt8(port >> 8)] }
+    static func movAL(_ value: UInt8) -> [UInt8] { [0xb0, value] }
+    static let outDXAL: [UInt8] = [0xee]
+    static let inALDX: [UInt8] = [0xec]
+    static func movMemImm32(_ address: UInt32, _ value: UInt32) -> [UInt8] {
+        [0xc7, 0x05] + (0..<4).map { UInt8(truncatingIfNeeded: address >> (8 * $0)) }
+            + (0..<4).map { UInt8(truncatingIfNeeded: value >> (8 * $0)) }
+    }
+    static func movEAXMem(_ address: UInt32) -> [UInt8] { [0xa1] + (0..<4).map { UInt8(truncatingIfNeeded: address >> (8 * $0)) } }
+    static let shrEAX8: [UInt8] = [0xc1, 0xe8, 0x08]
+    static let cli: [UInt8] = [0xfa]
+    static let hltForever: [UInt8] = [0xf4, 0xeb, 0xfd]
+
+    /// Prints `text` on COM1.
+    static func print(_ text: String) -> [UInt8] {
+        movDX(0x3f8) + text.utf8.flatMap { movAL($0) + outDXAL }
+    }
+
+    /// Writes the 4 bytes of EAX, low first, to COM1 (DX must be 0x3f8).
+    static let printEAX: [UInt8] = outDXAL + shrEAX8 + outDXAL + shrEAX8 + outDXAL + shrEAX8 + outDXAL
+
+    /// Powers off through the ACPI sleep-control register (S5).
+    static let powerOff: [UInt8] = movDX(0x600) + movAL(0x34) + outDXAL + hltForever
+}
