@@ -1,0 +1,50 @@
+# Shared helpers for Swiftlet's shell tooling (sourced, not executed).
+# shellcheck shell=bash
+
+SWIFTLET_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+SWIFTLET_CACHE=${SWIFTLET_CACHE:-$HOME/.cache/swiftlet}
+GUEST_DIR=${SWIFTLET_GUEST_DIR:-$SWIFTLET_CACHE/guest}
+
+die() { echo "${0##*/}: $*" >&2; exit 1; }
+note() { echo "${0##*/}: $*" >&2; }
+
+_apt_updated=
+apt_update_once() {
+  [ -n "$_apt_updated" ] && return 0
+  note "apt-get update"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || die "apt-get update failed"
+  _apt_updated=1
+}
+
+# ensure_pkgs PKG...: install the missing Debian packages (quiet when all are present).
+ensure_pkgs() {
+  local p missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  [ "$(id -u)" -eq 0 ] || die "missing packages (run as root or install them): ${missing[*]}"
+  apt_update_once
+  note "installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || die "apt-get install ${missing[*]} failed"
+}
+
+# ensure_guest: build the default guest unless present; sets KVER.
+ensure_guest() {
+  if [ ! -s "$GUEST_DIR/vmlinuz" ] || [ ! -s "$GUEST_DIR/initrd.cpio" ] || [ ! -s "$GUEST_DIR/kernel-version" ]; then
+    SWIFTLET_GUEST_DIR=$GUEST_DIR "$SWIFTLET_REPO/scripts/build-guest" >/dev/null
+  fi
+  KVER=$(cat "$GUEST_DIR/kernel-version")
+}
+
+# ensure_vmmbench: build the static timer into the cache if needed; sets VMMBENCH.
+ensure_vmmbench() {
+  local src=$SWIFTLET_REPO/tools/vmmbench/vmmbench.c
+  VMMBENCH=$SWIFTLET_CACHE/vmmbench
+  if [ ! -x "$VMMBENCH" ] || [ "$src" -nt "$VMMBENCH" ]; then
+    ensure_pkgs gcc libc6-dev
+    mkdir -p "$SWIFTLET_CACHE"
+    gcc -O2 -static -Wall -o "$VMMBENCH.tmp" "$src" && mv "$VMMBENCH.tmp" "$VMMBENCH" || die "building vmmbench failed"
+  fi
+}
