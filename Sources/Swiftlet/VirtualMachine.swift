@@ -68,9 +68,7 @@ public final class VirtualMachine: Sendable {
             throw SwiftletError(.usage, error.description)
         }
         do {
-            var acpi = ACPIConfiguration(vcpuCount: plan.vcpuCount)
-            acpi.serialPorts = [LegacySerialPort(port: X86Layout.com1Port, irq: X86Layout.com1IRQ)]
-            let tables = try ACPITables.build(acpi)
+            let tables = try ACPITables.build(ACPIConfiguration(vcpuCount: plan.vcpuCount, serialPorts: [.com1]))
             try memory.write(tables.bytes, at: GuestAddress(tables.rsdpAddress))
         } catch {
             throw SwiftletError(.host, "building ACPI tables: \(error)")

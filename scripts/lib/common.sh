@@ -48,3 +48,13 @@ ensure_vmmbench() {
     gcc -O2 -static -Wall -o "$VMMBENCH.tmp" "$src" && mv "$VMMBENCH.tmp" "$VMMBENCH" || die "building vmmbench failed"
   fi
 }
+
+# build_swiftlet: a release build of swiftlet with the Swift runtime linked in (so it runs in the
+# lab, which has no Swift toolchain); prints the binary's path. Build output goes to stderr.
+build_swiftlet() {
+  command -v swift >/dev/null || die "the Swift toolchain (swift) is not on PATH"
+  ensure_pkgs libc6-dev
+  (cd "$SWIFTLET_REPO" && swift build -c release --static-swift-stdlib --product swiftlet >&2) \
+    || die "swift build failed"
+  echo "$SWIFTLET_REPO/.build/release/swiftlet"
+}

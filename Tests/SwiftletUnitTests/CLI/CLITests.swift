@@ -1,0 +1,78 @@
+import ArgumentParser
+import Testing
+@testable import Swiftlet
+@testable import SwiftletCLI
+import SwiftletDispatcher
+
+@Suite("CLI") struct CLITests {
+    @Test(arguments: [("512M", UInt64(512) << 20), ("2G", 2 << 30), ("256", 256 << 20), ("64MiB", 64 << 20),
+                      ("4096K", 4 << 20), ("1T", 1 << 40), ("1g", 1 << 30)])
+    func sizesParse(text: String, bytes: UInt64) {
+        #expect(ByteSize.parse(text) == bytes)
+    }
+
+    @Test(arguments: ["", "M", "-1G", "1.5G", "12X", "99999999999999999999G", "20000000T", "１G", "1 G"])
+    func badSizesAreRefused(text: String) {
+        #expect(ByteSize.parse(text) == nil)
+    }
+
+    @Test func runParsesEveryOptionAndTheCommandAfterTheTerminator() throws {
+        let run = try RunCommand.parse(["--kernel", "/k", "--initrd", "/i", "--cpus", "4", "--memory", "1G",
+                                        "--console", "off", "--", "sh", "-c", "exit 3"])
+        #expect(run.kernel == "/k" && run.initrd == "/i" && run.cpus == 4 && run.memory == "1G")
+        #expect(run.command == ["sh", "-c", "exit 3"])
+        #expect(run.consoleConfiguration == .off)
+        let machine = try run.machineConfiguration(environment: [:])
+        #expect(machine.memorySize == 1 << 30)
+        #expect(machine.vcpuCount == 4)
+        #expect(machine.commandLine == "console=ttyS0 quiet panic=-1 swiftlet.cmd=" + Base64.encode(Array("sh -c 'exit 3'".utf8)))
+    }
+
+    @Test(arguments: [["--cpus", "0"], ["--cpus", "-2"], ["--memory", "lots"], ["--memory", "0.5G"],
+                      ["--log-level", "loud"], ["--console", ""], ["--bogus"]])
+    func badFlagsAreUsageErrors(arguments: [String]) {
+        #expect(throws: (any Error).self) { try RunCommand.parse(arguments) }
+        do {
+            _ = try SwiftletCommand.parseAsRoot(["run"] + arguments)
+            Issue.record("accepted \(arguments)")
+        } catch {
+            #expect(SwiftletCommand.exitCode(for: error) != .success)
+            #expect(!SwiftletCommand.message(for: error).isEmpty)
+        }
+    }
+
+    @Test func theDefaultGuestIsFoundFromTheEnvironmentOrRefusedWithAFix() throws {
+        #expect(DefaultGuest.directory(environment: ["SWIFTLET_GUEST_DIR": "/g"]) == "/g")
+        #expect(DefaultGuest.directory(environment: ["XDG_CACHE_HOME": "/c", "HOME": "/h"]) == "/c/swiftlet/guest")
+        #expect(DefaultGuest.directory(environment: ["HOME": "/h"]) == "/h/.cache/swiftlet/guest")
+        let run = try RunCommand.parse(["--", "true"])
+        #expect(throws: SwiftletError.self) { try run.machineConfiguration(environment: ["SWIFTLET_GUEST_DIR": "/nonexistent"]) }
+        do {
+            _ = try run.machineConfiguration(environment: ["SWIFTLET_GUEST_DIR": "/nonexistent"])
+        } catch {
+            #expect(error.kind == .usage)
+            #expect(error.message.contains("scripts/build-guest"))
+        }
+    }
+
+    @Test func commandsAreQuotedForTheGuestShell() {
+        #expect(shellQuote(["echo", "a b", "it's", ""]) == "echo 'a b' 'it'\\''s' ''")
+        #expect(shellQuote(["uname", "-a"]) == "uname -a")
+        #expect(Base64.encode(Array("uname -a".utf8)) == "dW5hbWUgLWE=")
+        #expect(Base64.encode(Array("ab".utf8)) == "YWI=")
+        #expect(Base64.encode([]) == "")
+    }
+
+    @Test func outcomesMapToExitStatuses() {
+        func status(_ reason: StopReason, _ exit: UInt8?, command: Bool = true, signal: Int32? = nil) -> Int32 {
+            SwiftletMain.exitStatus(for: RunOutcome(reason: reason, guestExitStatus: exit, bootCompleteAfter: nil),
+                                    commandGiven: command, signal: signal)
+        }
+        #expect(status(.powerOff, 3) == 3)
+        #expect(status(.reset, 0) == 0)
+        #expect(status(.reset, nil, command: false) == 0)
+        #expect(status(.powerOff, nil) == 1)
+        #expect(status(.tripleFault(vcpu: 0, state: "s"), 0) == 1)
+        #expect(status(.requested, nil, signal: 2) == 130)
+    }
+}
