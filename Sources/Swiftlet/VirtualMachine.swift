@@ -176,13 +176,13 @@ public final class VirtualMachine: Sendable {
                     do {
                         try vcpu.bindToCurrentThread()
                     } catch {
-                        control.stop(.hostError(error.description))
+                        control.stop(.hostError("\(error)"))
                         return
                     }
                     loop.run()
                 })
             } catch {
-                control.stop(.hostError(error.description))
+                control.stop(.hostError("\(error)"))
                 break
             }
         }
