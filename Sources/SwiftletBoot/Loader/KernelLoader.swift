@@ -1,0 +1,216 @@
+import SwiftletArch
+import SwiftletMemory
+import SystemPackage
+
+/// How to start the vCPU after ``KernelLoader/load(kernelPath:initrdPath:commandLine:memory:e820:rsdpAddress:lowRAMEnd:)``.
+public enum BootEntry: Equatable, Sendable {
+    /// 64-bit boot protocol: start in long mode at `entry` with RSI = `bootParams`.
+    case linux64(entry: UInt64, bootParams: UInt64)
+    /// PVH: start in 32-bit protected mode (paging off) at `entry` with EBX = `startInfo`.
+    case pvh(entry: UInt64, startInfo: UInt64)
+}
+
+/// Loads a Linux kernel (bzImage or ELF vmlinux with a PVH note), an optional initrd and the
+/// command line into guest RAM, and writes the boot information.
+///
+/// Guest-physical placement (see ``X86Layout``):
+/// - bzImage: the protected-mode code at ``X86Layout/kernelAddress`` (1 MiB), entered at `+0x200`;
+///   the zero page at ``X86Layout/bootParamsAddress``.
+/// - ELF: each `PT_LOAD` segment at its `p_paddr` (which must lie in `[1 MiB, lowRAMEnd)`);
+///   `hvm_start_info`, its module list and memory map at ``X86Layout/bootParamsAddress``.
+/// - The command line, NUL-terminated, at ``X86Layout/commandLineAddress``.
+/// - The initrd page-aligned as high as possible below `lowRAMEnd` (and, for a bzImage, below
+///   `initrd_addr_max`), above the memory the kernel uses while booting.
+///
+/// The loader reads file headers through a scratch buffer in guest RAM at 1 MiB (guest RAM is the
+/// only place this module can read a file into without unsafe pointers) and zeroes it again before
+/// loading the kernel there.
+public enum KernelLoader {
+    /// The longest command line passed to a PVH kernel, without the NUL (x86 `COMMAND_LINE_SIZE` - 1).
+    public static let pvhCommandLineLimit = 2047
+    /// Where file headers are read to before parsing.
+    static let scratchAddress = X86Layout.kernelAddress
+
+    /// Loads the kernel, the initrd and the command line and writes the boot information.
+    ///
+    /// - Parameters:
+    ///   - kernelPath: a bzImage (64-bit boot protocol 2.12+) or an ELF64 x86-64 vmlinux with a
+    ///     `XEN_ELFNOTE_PHYS32_ENTRY` note; told apart by their magic numbers.
+    ///   - initrdPath: an initrd / initramfs to load, or `nil`.
+    ///   - commandLine: the kernel command line.
+    ///   - memory: guest RAM; it must cover address 0 up to `lowRAMEnd`.
+    ///   - e820: the memory map to hand the kernel (at most 128 entries).
+    ///   - rsdpAddress: the ACPI RSDP's guest-physical address, or 0 for none.
+    ///   - lowRAMEnd: the first address after the RAM that starts at 0 (at most the MMIO hole's start).
+    /// - Returns: how to enter the kernel.
+    /// - Throws: a ``BootError`` saying what is wrong and what to do.
+    public static func load(kernelPath: String, initrdPath: String?, commandLine: String, memory: GuestMemory,
+                            e820: [E820Entry], rsdpAddress: UInt64, lowRAMEnd: UInt64) throws(BootError) -> BootEntry {
+        let commandLineBytes = Array(commandLine.utf8)
+        guard !commandLineBytes.contains(0) else { throw .commandLineContainsNUL }
+        guard e820.count <= ZeroPage.maxE820Entries else {
+            throw .tooManyMemoryMapEntries(count: e820.count, maximum: ZeroPage.maxE820Entries)
+        }
+        let kernel = try BootFile.open(kernelPath, role: .kernel)
+        defer { kernel.close() }
+
+        var scratchUsed: UInt64 = 0
+        func readBytes(_ offset: UInt64, _ count: Int) throws(BootError) -> [UInt8] {
+            scratchUsed = max(scratchUsed, UInt64(count))
+            return try kernel.bytes(at: offset, count: count, memory: memory, scratch: scratchAddress)
+        }
+        func clearScratch() throws(BootError) {
+            do {
+                try memory.fill(0, count: scratchUsed, at: GuestAddress(scratchAddress))
+            } catch {
+                throw .bootAreaNotInRAM(what: "file read buffer", address: scratchAddress, size: scratchUsed)
+            }
+        }
+
+        let head = try readBytes(0, Int(min(kernel.size, UInt64(BzImageHeader.bytesNeeded))))
+        if ELFKernel.hasMagic(head) {
+            let elf = try ELFKernel.parse(fileSize: kernel.size, path: kernelPath, read: readBytes)
+            try clearScratch()
+            return try loadPVH(elf, file: kernel, initrdPath: initrdPath, commandLine: commandLineBytes,
+                               memory: memory, e820: e820, rsdpAddress: rsdpAddress, lowRAMEnd: lowRAMEnd)
+        }
+        let header = try BzImageHeader.parse(head, fileSize: kernel.size, path: kernelPath)
+        try clearScratch()
+        return try loadBzImage(header, file: kernel, initrdPath: initrdPath, commandLine: commandLineBytes,
+                               memory: memory, e820: e820, rsdpAddress: rsdpAddress, lowRAMEnd: lowRAMEnd)
+    }
+
+    private static func loadBzImage(_ header: BzImageHeader, file: BootFile, initrdPath: String?, commandLine: [UInt8],
+                                    memory: GuestMemory, e820: [E820Entry], rsdpAddress: UInt64,
+                                    lowRAMEnd: UInt64) throws(BootError) -> BootEntry {
+        let maximum = Int(min(UInt64(header.commandLineSize), X86Layout.commandLineCapacity - 1))
+        guard commandLine.count <= maximum else { throw .commandLineTooLong(length: commandLine.count, maximum: maximum) }
+
+        let loadAddress = X86Layout.kernelAddress
+        let footprint = header.footprintEnd(loadAddress: loadAddress)
+        guard let end = footprint, end <= lowRAMEnd,
+              memory.contains(GuestAddress(loadAddress), count: end - loadAddress) else {
+            throw .kernelDoesNotFit(path: file.path, end: footprint ?? .max, ramEnd: lowRAMEnd)
+        }
+        try file.load(at: header.setupSize, count: header.kernelSize, into: loadAddress, memory: memory,
+                      outsideRAM: .kernelDoesNotFit(path: file.path, end: end, ramEnd: lowRAMEnd))
+
+        let initrdLimit = UInt64(header.initrdAddressMax) + 1
+        let initrd = try loadInitrd(initrdPath, floor: end, ceiling: min(initrdLimit, lowRAMEnd),
+                                    ceilingIsInitrdAddrMax: initrdLimit < lowRAMEnd, memory: memory)
+        let page = try ZeroPage.build(header: header, commandLineAddress: X86Layout.commandLineAddress,
+                                      initrd: initrd, e820: e820, rsdpAddress: rsdpAddress)
+        try write(page, at: X86Layout.bootParamsAddress, what: "zero page", memory: memory)
+        try write(commandLine + [0], at: X86Layout.commandLineAddress, what: "command line", memory: memory)
+        return .linux64(entry: loadAddress + 0x200, bootParams: X86Layout.bootParamsAddress)
+    }
+
+    private static func loadPVH(_ elf: ELFKernel, file: BootFile, initrdPath: String?, commandLine: [UInt8],
+                                memory: GuestMemory, e820: [E820Entry], rsdpAddress: UInt64,
+                                lowRAMEnd: UInt64) throws(BootError) -> BootEntry {
+        guard commandLine.count <= pvhCommandLineLimit else {
+            throw .commandLineTooLong(length: commandLine.count, maximum: pvhCommandLineLimit)
+        }
+        let ramStart = X86Layout.kernelAddress
+        for segment in elf.segments {
+            let outside = BootError.segmentOutsideRAM(
+                path: file.path, index: segment.index, address: segment.physicalAddress, size: segment.memorySize,
+                ramStart: ramStart, ramEnd: lowRAMEnd)
+            guard segment.physicalAddress >= ramStart, segment.end <= lowRAMEnd,
+                  memory.contains(GuestAddress(segment.physicalAddress), count: segment.memorySize) else { throw outside }
+            try file.load(at: segment.fileOffset, count: segment.fileSize, into: segment.physicalAddress,
+                          memory: memory, outsideRAM: outside)
+            do {
+                try memory.fill(0, count: segment.memorySize - segment.fileSize,
+                                at: GuestAddress(segment.physicalAddress + segment.fileSize))
+            } catch {
+                throw outside
+            }
+        }
+        let fourGiB: UInt64 = 1 << 32
+        let initrd = try loadInitrd(initrdPath, floor: elf.end, ceiling: min(lowRAMEnd, fourGiB),
+                                    ceilingIsInitrdAddrMax: false, memory: memory)
+        let block = try PVHStartInfo.build(at: X86Layout.bootParamsAddress, commandLineAddress: X86Layout.commandLineAddress,
+                                           initrd: initrd, e820: e820, rsdpAddress: rsdpAddress)
+        try write(block, at: X86Layout.bootParamsAddress, what: "PVH start info", memory: memory)
+        try write(commandLine + [0], at: X86Layout.commandLineAddress, what: "command line", memory: memory)
+        return .pvh(entry: elf.pvhEntry, startInfo: X86Layout.bootParamsAddress)
+    }
+
+    /// Loads the initrd at the highest page-aligned address in `[floor, ceiling)`.
+    private static func loadInitrd(_ path: String?, floor: UInt64, ceiling: UInt64, ceilingIsInitrdAddrMax: Bool,
+                                   memory: GuestMemory) throws(BootError) -> InitrdPlacement? {
+        guard let path else { return nil }
+        let file = try BootFile.open(path, role: .initrd)
+        defer { file.close() }
+        guard file.size > 0 else { throw .emptyInitrd(path: path) }
+        let doesNotFit = BootError.initrdDoesNotFit(path: path, size: file.size, floor: floor, ceiling: ceiling,
+                                                    ceilingIsInitrdAddrMax: ceilingIsInitrdAddrMax)
+        guard let placement = InitrdPlacement.highest(size: file.size, floor: floor, ceiling: ceiling) else {
+            throw doesNotFit
+        }
+        try file.load(at: 0, count: file.size, into: placement.address, memory: memory, outsideRAM: doesNotFit)
+        return placement
+    }
+
+    private static func write(_ bytes: [UInt8], at address: UInt64, what: String, memory: GuestMemory) throws(BootError) {
+        do {
+            try memory.write(bytes, at: GuestAddress(address))
+        } catch {
+            throw .bootAreaNotInRAM(what: what, address: address, size: UInt64(bytes.count))
+        }
+    }
+}
+
+/// An open kernel or initrd file.
+struct BootFile {
+    let role: BootError.FileRole
+    let path: String
+    let descriptor: FileDescriptor
+    /// The file's size when it was opened.
+    let size: UInt64
+
+    static func open(_ path: String, role: BootError.FileRole) throws(BootError) -> BootFile {
+        let descriptor: FileDescriptor
+        do {
+            descriptor = try FileDescriptor.open(FilePath(path), .readOnly, options: [.closeOnExec])
+        } catch {
+            throw .openFailed(role, path: path, (error as? Errno) ?? .ioError)
+        }
+        do {
+            let end = try descriptor.seek(offset: 0, from: .end)
+            return BootFile(role: role, path: path, descriptor: descriptor, size: UInt64(max(end, 0)))
+        } catch {
+            try? descriptor.close()
+            throw .openFailed(role, path: path, (error as? Errno) ?? .ioError)
+        }
+    }
+
+    func close() { try? descriptor.close() }
+
+    /// Reads `count` bytes at `offset` (inside the file) straight into guest RAM at `address`.
+    func load(at offset: UInt64, count: UInt64, into address: UInt64, memory: GuestMemory,
+              outsideRAM: @autoclosure () -> BootError) throws(BootError) {
+        do {
+            try memory.read(from: descriptor, fileOffset: offset, count: count, into: GuestAddress(address))
+        } catch {
+            switch error {
+            case .outOfRange: throw outsideRAM()
+            case let .readFailed(errno): throw .readFailed(role, path: path, errno)
+            case let .shortRead(expected, got): throw .shortRead(role, path: path, expected: expected, got: got)
+            case .mapFailed, .invalidLayout: throw .readFailed(role, path: path, .ioError)
+            }
+        }
+    }
+
+    /// Reads `count` bytes at `offset` (inside the file) into an array, through guest RAM at `scratch`.
+    func bytes(at offset: UInt64, count: Int, memory: GuestMemory, scratch: UInt64) throws(BootError) -> [UInt8] {
+        let notInRAM = BootError.bootAreaNotInRAM(what: "file read buffer", address: scratch, size: UInt64(count))
+        try load(at: offset, count: UInt64(count), into: scratch, memory: memory, outsideRAM: notInRAM)
+        do {
+            return try memory.read(count: count, at: GuestAddress(scratch))
+        } catch {
+            throw notInRAM
+        }
+    }
+}
