@@ -48,7 +48,12 @@ int ckvm_install_kick_handler(void) {
     memset(&action, 0, sizeof(action));
     action.sa_handler = kick_handler;   /* no SA_RESTART: KVM_RUN must return EINTR */
     sigemptyset(&action.sa_mask);
-    return sigaction(ckvm_kick_signal(), &action, NULL) == 0 ? 0 : -errno;
+    if (sigaction(ckvm_kick_signal(), &action, NULL) != 0) return -errno;
+    /* The calling thread may have inherited a mask that blocks it (e.g. from a libdispatch worker). */
+    sigset_t kick;
+    sigemptyset(&kick);
+    sigaddset(&kick, ckvm_kick_signal());
+    return -pthread_sigmask(SIG_UNBLOCK, &kick, NULL);
 }
 
 void ckvm_set_thread_run(struct kvm_run *run) { thread_run = run; }

@@ -43,7 +43,7 @@ public struct ExitCounts: Equatable, Sendable {
 /// The dispatcher's loop for one vCPU: enter the guest, route the exit, repeat until stopped.
 ///
 /// Runs synchronously on whatever thread calls ``run()`` (a dedicated OS thread in production).
-public struct VCPULoop {
+public struct VCPULoop: Sendable {
     private let vcpu: any VirtualCPU
     private let router: ExitRouter
     private let control: RunControl

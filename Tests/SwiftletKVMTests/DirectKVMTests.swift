@@ -85,3 +85,22 @@ import SwiftletDispatcher
         #expect(!outcome.reason.isOrderly)
     }
 }
+
+@Suite("KVM availability") struct KVMAvailabilityTests {
+    @Test func aMissingKVMDeviceIsAUsageErrorThatSaysWhatToDo() throws {
+        let kernel = try TinyGuest.write(TinyGuest.elf(TinyGuest.powerOff), name: "nokvm.elf")
+        let configuration = MachineConfiguration(kernelPath: kernel, memorySize: 32 << 20, kvmPath: "/nonexistent/kvm")
+        do {
+            _ = try VirtualMachine(configuration: configuration, logger: Logger(label: "t"))
+            Issue.record("built a VM without KVM")
+        } catch {
+            #expect(error.kind == .usage)
+            #expect(error.message.contains("/nonexistent/kvm does not exist"))
+        }
+    }
+
+    @Test func thisMachineHasAUsableKVM() throws {
+        // The direct tests need /dev/kvm; say so plainly when it is missing instead of skipping.
+        #expect(FileManager.default.fileExists(atPath: "/dev/kvm"), "no /dev/kvm on this machine: the direct KVM tests cannot run")
+    }
+}

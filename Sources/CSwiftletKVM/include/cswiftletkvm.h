@@ -52,6 +52,7 @@ struct kvm_msr_entry *_Nonnull ckvm_msrs_entries(struct kvm_msrs *_Nonnull msrs)
 /* The vCPU kick: a real-time signal whose handler sets immediate_exit on the calling thread's
  * kvm_run, so KVM_RUN returns EINTR at once even if the signal lands just before entry. */
 int ckvm_kick_signal(void);
+/* Installs the handler and unblocks the kick signal in the calling thread; 0 or -errno. */
 int ckvm_install_kick_handler(void);
 void ckvm_set_thread_run(struct kvm_run *_Nullable run);
 void ckvm_set_immediate_exit(struct kvm_run *_Nonnull run, uint8_t value);

@@ -102,6 +102,7 @@ extension HostInfo {
     public static func isReadableFile(_ path: String) -> Bool {
         var info = stat()
         guard unsafe stat(path, &info) == 0 else { return false }
-        return (info.st_mode & S_IFMT) == S_IFREG && unsafe access(path, R_OK) == 0
+        let readable = unsafe access(path, R_OK) == 0
+        return (info.st_mode & S_IFMT) == S_IFREG && readable
     }
 }

@@ -4,7 +4,7 @@ import Testing
 @Suite("CPUID policy") struct CPUIDPolicyTests {
     static let amd: [CPUIDEntry] = [
         CPUIDEntry(function: 0, eax: 0x10, ebx: 0x6874_7541, ecx: 0x444d_4163, edx: 0x6974_6e65),  // AuthenticAMD
-        CPUIDEntry(function: 1, eax: 0x830f10, ebx: 0x0000_0800, ecx: 0x0, edx: 0x1789_3fbff & 0xffff_ffff),
+        CPUIDEntry(function: 1, eax: 0x830f10, ebx: 0x0000_0800, ecx: 0x0, edx: 0x789_3fbff),
         CPUIDEntry(function: 0xb, index: 0, flags: 1, eax: 1, ebx: 2, ecx: 0x100, edx: 0),
         CPUIDEntry(function: 0x4000_0000, eax: 0x4000_0001, ebx: 0x4b4d_564b, ecx: 0x564b_4d56, edx: 0x4d),
         CPUIDEntry(function: 0x4000_0001, eax: 0x0100_7afb),

@@ -5,8 +5,12 @@ import Testing
 import SwiftletDispatcher
 
 @Suite("CLI") struct CLITests {
-    @Test(arguments: [("512M", UInt64(512) << 20), ("2G", 2 << 30), ("256", 256 << 20), ("64MiB", 64 << 20),
-                      ("4096K", 4 << 20), ("1T", 1 << 40), ("1g", 1 << 30)])
+    static let sizes: [(String, UInt64)] = [
+        ("512M", 512 << 20), ("2G", 2 << 30), ("256", 256 << 20), ("64MiB", 64 << 20),
+        ("4096K", 4 << 20), ("1T", 1 << 40), ("1g", 1 << 30),
+    ]
+
+    @Test(arguments: sizes)
     func sizesParse(text: String, bytes: UInt64) {
         #expect(ByteSize.parse(text) == bytes)
     }

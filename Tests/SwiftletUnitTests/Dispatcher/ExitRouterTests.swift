@@ -4,7 +4,7 @@ import SwiftletCore
 @testable import SwiftletDispatcher
 
 /// A register file that records writes and answers reads from a table.
-private struct Registers: BusDevice {
+struct Registers: BusDevice {
     var values: [UInt64: UInt64] = [:]
     var writes: [(UInt64, UInt64)] = []
     mutating func read(at offset: UInt64, width: AccessWidth) -> UInt64 { values[offset] ?? 0x1234_5678_9abc_def0 }
@@ -70,7 +70,7 @@ final class ScriptedVCPU: VirtualCPU, @unchecked Sendable {
         }
         #expect(router.route(.mmioRead(address: 0xdead_0000, width: .qword), vcpu: 0, summary: { "" }) == .completeRead([.max]))
         let logged = lines.withLock { $0 }
-        #expect(logged.count == 3)
+        #expect(logged.count == 2)           // one line per address, whatever the direction
         #expect(logged[0].contains("PIO address 0x80"))
     }
 

@@ -50,7 +50,7 @@ import Testing
         #expect(GuestRange(start: GuestAddress(.max), size: 2) == nil)
         #expect(GuestRange(start: GuestAddress(.max), size: 1)?.end == nil)
         #expect(formatByteCount(256 << 20) == "256 MiB")
-        #expect(formatByteCount(1536 << 20) == "1536 MiB")
+        #expect(formatByteCount(1536 << 20) == "1.5 GiB")
         #expect(formatByteCount(3 << 30) == "3 GiB")
     }
 }
