@@ -71,7 +71,9 @@ public struct X86BootState: Equatable, Sendable {
         special.tr = Self.tss
         special.ldt = X86Segment(selector: 0, type: 0x2, s: false, db: false, l: false, limit: 0xffff, g: false)
         special.ldt.present = false
-        var writes: [(address: UInt64, bytes: [UInt8])] = [(X86Layout.gdtAddress, Self.gdtBytes)]
+        var writes: [(address: UInt64, bytes: [UInt8])] = [
+            (X86Layout.gdtAddress, Self.gdtBytes), (X86Layout.resetVectorAddress, Self.resetVectorStub),
+        ]
         switch mode {
         case let .linux64(entry, bootParams):
             registers.rip = entry
@@ -94,6 +96,16 @@ public struct X86BootState: Equatable, Sendable {
         self.specialRegisters = special
         self.memoryWrites = writes
     }
+
+    /// Real-mode code at the reset vector: pulse the i8042 reset line, then halt. Linux jumps here
+    /// for `reboot=b` (and by default on hardware-reduced ACPI machines without EFI), so a reboot
+    /// always ends the machine cleanly instead of running off into empty memory.
+    public static let resetVectorStub: [UInt8] = [
+        0xb0, 0xfe,         // mov al, 0xfe
+        0xe6, 0x64,         // out 0x64, al
+        0xf4,               // hlt
+        0xeb, 0xfd,         // jmp hlt
+    ]
 
     /// MSR values every vCPU starts with: SYSENTER/SYSCALL MSRs cleared, fast strings enabled,
     /// MTRRs enabled with write-back as the default type (as Firecracker does).

@@ -7,7 +7,8 @@
 /// 0x0000_9000  identity page tables: PML4, PDPT, 4 × PD (2 MiB pages, first 4 GiB)
 /// 0x0002_0000  kernel command line (up to 64 KiB)
 /// 0x0009_fc00  ── reserved (EBDA, VGA, ROM area) ──
-/// 0x000e_0000  ACPI tables (RSDP first), up to 0x10_0000
+/// 0x000e_0000  ACPI tables (RSDP first), up to 0xf_0000
+/// 0x000f_fff0  reset-vector stub (i8042 reset), for guests that reboot through the "BIOS"
 /// 0x0010_0000  kernel (bzImage protected-mode part or ELF segments); RAM up to the MMIO hole
 /// 0xc000_0000  MMIO hole (1 GiB): Swiftlet control page, virtio-mmio devices, IOAPIC, LAPIC, KVM TSS
 /// 0x1_0000_0000 RAM above 4 GiB when the guest has more than 3 GiB
@@ -28,7 +29,10 @@ public enum X86Layout {
     /// Where the ACPI tables go (RSDP first, inside the legacy BIOS area Linux scans).
     public static let acpiTablesAddress: UInt64 = 0xe_0000
     /// The end of the ACPI area.
-    public static let acpiTablesEnd: UInt64 = 0x10_0000
+    public static let acpiTablesEnd: UInt64 = 0xf_0000
+    /// The x86 reset vector (F000:FFF0), where a BIOS-style reboot jumps; Swiftlet puts a stub
+    /// there that resets the machine through the i8042.
+    public static let resetVectorAddress: UInt64 = 0xf_fff0
     /// Where kernels are loaded (1 MiB).
     public static let kernelAddress: UInt64 = 0x10_0000
     /// The first byte of the MMIO hole below 4 GiB.

@@ -51,8 +51,9 @@ public struct RunCommand: ParsableCommand {
 
     public init() {}
 
-    /// The default kernel command line.
-    public static let defaultCommandLine = "console=ttyS0 quiet panic=-1"
+    /// The default kernel command line: serial console, quiet, reboot on panic through the i8042
+    /// (`reboot=k`, as Firecracker does), and no PCI probing (the machine has no PCI bus).
+    public static let defaultCommandLine = "console=ttyS0 quiet panic=-1 reboot=k pci=off"
 
     public mutating func validate() throws {
         guard cpus >= 1 else { throw ValidationError("--cpus \(cpus): a machine needs at least 1 vCPU") }

@@ -104,3 +104,25 @@ import SwiftletDispatcher
         #expect(FileManager.default.fileExists(atPath: "/dev/kvm"), "no /dev/kvm on this machine: the direct KVM tests cannot run")
     }
 }
+
+@Suite("Direct KVM: reset paths", .serialized) struct ResetPathTests {
+    func run(_ code: [UInt8], name: String) throws -> RunOutcome {
+        let kernel = try TinyGuest.write(TinyGuest.elf(code), name: name + ".elf")
+        let configuration = MachineConfiguration(kernelPath: kernel, memorySize: 32 << 20, console: .off,
+                                                 hideParavirtFeatures: true)
+        return try VirtualMachine(configuration: configuration, logger: Logger(label: "t")).run()
+    }
+
+    @Test func theI8042ResetLineResetsTheMachine() throws {
+        // Linux's BOOT_KBD path: wait for the input buffer to drain (status bit 1), then 0xfe → 0x64.
+        var code = TinyGuest.movDX(0x64) + TinyGuest.inALDX
+        code += [0xa8, 0x02, 0x75, 0xfb]                                 // test al,2; jnz back to `in`
+        code += TinyGuest.movAL(0xfe) + TinyGuest.outDXAL + TinyGuest.hltForever
+        #expect(try run(code, name: "kbd-reset").reason == .reset)
+    }
+
+    @Test func theACPIResetRegisterResetsTheMachine() throws {
+        let code = TinyGuest.movDX(0x602) + TinyGuest.movAL(1) + TinyGuest.outDXAL + TinyGuest.hltForever
+        #expect(try run(code, name: "acpi-reset").reason == .reset)
+    }
+}

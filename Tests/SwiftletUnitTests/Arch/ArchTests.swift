@@ -76,6 +76,14 @@ import Testing
         #expect(X86Layout.pageTablesAddress + UInt64(tables.bytes.count) <= X86Layout.commandLineAddress)
     }
 
+    @Test func theResetVectorHoldsAnI8042ResetStubAboveTheACPIArea() throws {
+        let state = X86BootState(mode: .linux64(entry: 0x10_0200, bootParams: 0x7000))
+        let stub = try #require(state.memoryWrites.first { $0.address == 0xf_fff0 })
+        #expect(stub.bytes.starts(with: [0xb0, 0xfe, 0xe6, 0x64]))     // mov al, 0xfe; out 0x64, al
+        #expect(X86Layout.acpiTablesEnd <= X86Layout.resetVectorAddress)
+        #expect(X86Layout.resetVectorAddress + UInt64(stub.bytes.count) <= X86Layout.kernelAddress)
+    }
+
     @Test func pvhEntryIs32BitProtectedModeWithoutPaging() {
         let state = X86BootState(mode: .pvh(entry: 0x100_0000, startInfo: 0x7000))
         #expect(state.registers.rbx == 0x7000)
@@ -84,6 +92,6 @@ import Testing
         #expect(state.specialRegisters.cr0 & X86Bits.cr0Paging == 0)
         #expect(state.specialRegisters.cr0 & X86Bits.cr0ProtectionEnable != 0)
         #expect(state.specialRegisters.efer == 0)
-        #expect(state.memoryWrites.map(\.address) == [X86Layout.gdtAddress])
+        #expect(state.memoryWrites.map(\.address) == [X86Layout.gdtAddress, X86Layout.resetVectorAddress])
     }
 }

@@ -29,7 +29,7 @@ import SwiftletDispatcher
         let machine = try run.machineConfiguration(environment: [:])
         #expect(machine.memorySize == 1 << 30)
         #expect(machine.vcpuCount == 4)
-        #expect(machine.commandLine == "console=ttyS0 quiet panic=-1 swiftlet.cmd=" + Base64.encode(Array("sh -c 'exit 3'".utf8)))
+        #expect(machine.commandLine == "console=ttyS0 quiet panic=-1 reboot=k pci=off swiftlet.cmd=" + Base64.encode(Array("sh -c 'exit 3'".utf8)))
     }
 
     @Test(arguments: [["--cpus", "0"], ["--cpus", "-2"], ["--memory", "lots"], ["--memory", "0.5G"],
