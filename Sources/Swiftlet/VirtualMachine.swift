@@ -141,6 +141,7 @@ public final class VirtualMachine: Sendable {
             try pio.insert(SharedDevice(CMOSClock(clock: SystemWallClock())), named: "rtc (CMOS)", at: UInt64(X86Layout.cmosPort), size: 2)
             try pio.insert(SharedDevice(ACPIPowerRegisters(events: events)), named: "acpi-power",
                            at: UInt64(X86Layout.acpiPowerPort), size: 3)
+            try pio.insert(SharedDevice(PVPanic(events: events)), named: "pvpanic", at: UInt64(X86Layout.pvpanicPort), size: 1)
             try mmio.insert(SharedDevice(GuestControlPage(events: events)), named: "swiftlet-control",
                             at: X86Layout.controlPageAddress, size: 0x1000)
         } catch {
@@ -212,6 +213,7 @@ final class MachineEventRecorder: MachineEventSink {
         switch event {
         case .powerOff: control.stop(.powerOff)
         case .reset: control.stop(.reset)
+        case .panic: control.stop(.guestPanic)
         case .bootComplete:
             let elapsed = ContinuousClock.now - startTime
             let first = state.withLock { state -> Bool in

@@ -62,6 +62,8 @@ public enum X86Layout {
     public static let cmosPort: UInt16 = 0x70
     /// The ACPI power registers: sleep control `+0`, sleep status `+1`, reset `+2`.
     public static let acpiPowerPort: UInt16 = 0x600
+    /// The pvpanic port (QEMU's `QEMU0001` device): the guest kernel writes 1 there when it panics.
+    public static let pvpanicPort: UInt16 = 0x505
     /// The value written to the ACPI reset register to reset the machine.
     public static let acpiResetValue: UInt8 = 0x1
     /// The `\_S5` sleep type Swiftlet advertises for power-off.

@@ -20,8 +20,9 @@ public struct RunCommand: ParsableCommand {
         discussion: """
             Without --kernel, Swiftlet boots the default guest built by scripts/build-guest (looked up in \
             $SWIFTLET_GUEST_DIR, else $XDG_CACHE_HOME/swiftlet/guest, else ~/.cache/swiftlet/guest).
-            Exit status: CMD's status; 0 when the guest powers off or reboots without a command; \
-            2 for bad input; 1 when the guest crashes or the host fails; 128+N after signal N.
+            Exit status: CMD's status; 0 when the guest powers off or reboots without reporting one \
+            (e.g. no CMD, or CMD was `reboot`); 2 for bad input; 1 when the guest kernel panics, the \
+            guest crashes (triple fault, KVM internal error) or the host fails; 128+N after signal N.
             """)
 
     @Option(help: ArgumentHelp("The guest kernel: a bzImage or an ELF vmlinux with a PVH note.", valueName: "path"))
@@ -51,9 +52,9 @@ public struct RunCommand: ParsableCommand {
 
     public init() {}
 
-    /// The default kernel command line: serial console, quiet, reboot on panic through the i8042
+    /// The default kernel command line: serial console, only critical kernel messages, reboot on panic through the i8042
     /// (`reboot=k`, as Firecracker does), and no PCI probing (the machine has no PCI bus).
-    public static let defaultCommandLine = "console=ttyS0 quiet panic=-1 reboot=k pci=off"
+    public static let defaultCommandLine = "console=ttyS0 quiet loglevel=3 panic=-1 reboot=k pci=off"
 
     public mutating func validate() throws {
         guard cpus >= 1 else { throw ValidationError("--cpus \(cpus): a machine needs at least 1 vCPU") }

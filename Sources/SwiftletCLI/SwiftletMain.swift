@@ -81,21 +81,18 @@ public enum SwiftletMain {
         }
         let outcome = machine.run()
         Terminal.restore()
-        return exitStatus(for: outcome, commandGiven: !command.command.isEmpty, signal: received.value)
+        return exitStatus(for: outcome, signal: received.value)
     }
 
     /// Maps how the machine ended to the process exit status (see `swiftlet run --help`).
-    public static func exitStatus(for outcome: RunOutcome, commandGiven: Bool, signal: Int32?) -> Int32 {
+    public static func exitStatus(for outcome: RunOutcome, signal: Int32?) -> Int32 {
         switch outcome.reason {
         case .requested:
             return 128 + (signal ?? 15)
         case let reason where reason.isOrderly:
-            if let status = outcome.guestExitStatus { return Int32(status) }
-            if commandGiven {
-                printError("the guest stopped (\(reason.message)) without reporting the command's exit status")
-                return failure
-            }
-            return 0
+            // The command's status if the guest reported one; otherwise the guest powered off or
+            // rebooted on purpose (perhaps the command itself did): success. Panics are not orderly.
+            return outcome.guestExitStatus.map(Int32.init) ?? 0
         case let reason:
             printError(reason.message)
             return failure

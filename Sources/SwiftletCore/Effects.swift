@@ -25,6 +25,8 @@ public enum MachineEvent: Sendable, Equatable {
     case powerOff
     /// The guest reset the machine (i8042 pulse, ACPI reset register).
     case reset
+    /// The guest kernel panicked (pvpanic).
+    case panic
     /// The guest signalled that it finished booting.
     case bootComplete
     /// The guest reported the exit status of the command it ran.

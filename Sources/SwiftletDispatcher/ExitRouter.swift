@@ -19,6 +19,8 @@ public enum StopReason: Equatable, Sendable {
     case failedEntry(vcpu: Int, reason: UInt64, state: String)
     /// The guest reported a crash through the hypervisor.
     case guestCrash(vcpu: Int)
+    /// The guest kernel reported a panic through the pvpanic device.
+    case guestPanic
     /// An exit this VMM does not know.
     case unknownExit(vcpu: Int, reason: UInt32)
     /// A host-side failure (not the guest's doing).
@@ -47,6 +49,7 @@ public enum StopReason: Equatable, Sendable {
         case let .failedEntry(vcpu, reason, state):
             return "KVM could not enter the guest on vCPU \(vcpu): hardware reason 0x\(String(reason, radix: 16)) (\(state))"
         case let .guestCrash(vcpu): return "guest reported a crash on vCPU \(vcpu)"
+        case .guestPanic: return "the guest kernel panicked (see the console output above)"
         case let .unknownExit(vcpu, reason): return "unknown VM exit \(reason) on vCPU \(vcpu)"
         case let .hostError(message): return message
         }

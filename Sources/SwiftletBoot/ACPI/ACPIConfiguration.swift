@@ -63,6 +63,8 @@ public struct ACPIConfiguration: Sendable, Hashable {
     public var s5SleepType: UInt8
     /// The virtio-mmio devices, named `VR00`, `VR01`, … in order (at most 100).
     public var virtioMMIODevices: [VirtioMMIODeviceDescription]
+    /// The pvpanic port (`QEMU0001`, one I/O port), if any: the guest writes 1 there when it panics.
+    public var pvpanicPort: UInt16?
 
     /// Creates a configuration; the defaults follow ``X86Layout``.
     public init(vcpuCount: Int,
@@ -75,7 +77,8 @@ public struct ACPIConfiguration: Sendable, Hashable {
                 powerPort: UInt16 = X86Layout.acpiPowerPort,
                 resetValue: UInt8 = X86Layout.acpiResetValue,
                 s5SleepType: UInt8 = X86Layout.acpiS5SleepType,
-                virtioMMIODevices: [VirtioMMIODeviceDescription] = []) {
+                virtioMMIODevices: [VirtioMMIODeviceDescription] = [],
+                pvpanicPort: UInt16? = X86Layout.pvpanicPort) {
         self.vcpuCount = vcpuCount
         self.ioapicID = ioapicID
         self.ioapicAddress = ioapicAddress
@@ -87,6 +90,7 @@ public struct ACPIConfiguration: Sendable, Hashable {
         self.resetValue = resetValue
         self.s5SleepType = s5SleepType
         self.virtioMMIODevices = virtioMMIODevices
+        self.pvpanicPort = pvpanicPort
     }
 
     /// The largest vCPU count the MADT's xAPIC entries can describe (APIC ID 255 is the broadcast ID).

@@ -205,8 +205,8 @@ enum ACPITableBuilder {
         return table("APIC", revision: 5, body: body)
     }
 
-    /// The DSDT (revision 2, 64-bit integers): `\_SB` with the serial ports, the RTC and the
-    /// virtio-mmio devices, and `\_S5` for power-off.
+    /// The DSDT (revision 2, 64-bit integers): `\_SB` with the serial ports, the RTC, the pvpanic
+    /// port and the virtio-mmio devices, and `\_S5` for power-off.
     static func dsdt(_ configuration: ACPIConfiguration) throws(ACPIError) -> [UInt8] {
         var devices: [AML] = []
         for (index, serial) in configuration.serialPorts.enumerated() {
@@ -225,6 +225,12 @@ enum ACPITableBuilder {
                 try .name("_CRS", .resourceTemplate([
                     .io(minimum: configuration.cmosPort, maximum: configuration.cmosPort, alignment: 1, length: 2),
                 ])),
+            ]))
+        }
+        if let port = configuration.pvpanicPort {
+            devices.append(try .device("PEVT", [
+                try .name("_HID", .string("QEMU0001")),
+                try .name("_CRS", .resourceTemplate([.io(minimum: port, maximum: port, alignment: 1, length: 1)])),
             ]))
         }
         for (index, device) in configuration.virtioMMIODevices.enumerated() {

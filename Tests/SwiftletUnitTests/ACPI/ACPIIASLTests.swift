@@ -45,6 +45,7 @@ import SwiftletArch
         #expect(dsl.contains("PNP0501"))
         #expect(dsl.contains("PNP0B00"))
         #expect(dsl.contains("_S5_"))
+        #expect(dsl.contains("QEMU0001"))                      // pvpanic
         #expect(dsl.components(separatedBy: "\"LNRO0005\"").count - 1 == virtioDevices)
         if virtioDevices > 0 {
             #expect(dsl.contains("Device (VR00)"))

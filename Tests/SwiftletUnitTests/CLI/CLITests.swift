@@ -29,7 +29,7 @@ import SwiftletDispatcher
         let machine = try run.machineConfiguration(environment: [:])
         #expect(machine.memorySize == 1 << 30)
         #expect(machine.vcpuCount == 4)
-        #expect(machine.commandLine == "console=ttyS0 quiet panic=-1 reboot=k pci=off swiftlet.cmd=" + Base64.encode(Array("sh -c 'exit 3'".utf8)))
+        #expect(machine.commandLine == "console=ttyS0 quiet loglevel=3 panic=-1 reboot=k pci=off swiftlet.cmd=" + Base64.encode(Array("sh -c 'exit 3'".utf8)))
     }
 
     @Test(arguments: [["--cpus", "0"], ["--cpus", "-2"], ["--memory", "lots"], ["--memory", "0.5G"],
@@ -68,14 +68,16 @@ import SwiftletDispatcher
     }
 
     @Test func outcomesMapToExitStatuses() {
-        func status(_ reason: StopReason, _ exit: UInt8?, command: Bool = true, signal: Int32? = nil) -> Int32 {
+        func status(_ reason: StopReason, _ exit: UInt8?, signal: Int32? = nil) -> Int32 {
             SwiftletMain.exitStatus(for: RunOutcome(reason: reason, guestExitStatus: exit, bootCompleteAfter: nil),
-                                    commandGiven: command, signal: signal)
+                                    signal: signal)
         }
         #expect(status(.powerOff, 3) == 3)
         #expect(status(.reset, 0) == 0)
-        #expect(status(.reset, nil, command: false) == 0)
-        #expect(status(.powerOff, nil) == 1)
+        #expect(status(.reset, nil) == 0)
+        #expect(status(.powerOff, nil) == 0)
+        #expect(status(.guestPanic, nil) == 1)
+        #expect(status(.guestPanic, 0) == 1)
         #expect(status(.tripleFault(vcpu: 0, state: "s"), 0) == 1)
         #expect(status(.requested, nil, signal: 2) == 130)
     }
