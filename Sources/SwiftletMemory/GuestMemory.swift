@@ -70,24 +70,45 @@ public final class GuestMemory: @unchecked Sendable {
         }
         var mapped: [Region] = []
         for range in sorted {
-            guard range.size <= UInt64(Int.max) else {
+            guard range.size <= UInt64(Int.max) - Self.hugePageSize else {
                 Self.unmap(mapped)
                 throw .mapFailed(size: range.size, errno: .noMemory)
             }
-            // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
-            let pointer = unsafe mmap(nil, Int(range.size), PROT_READ | PROT_WRITE,
-                                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
-            guard let pointer = unsafe pointer, unsafe pointer != MAP_FAILED else {
-                let error = Errno(rawValue: errno)
+            do {
+                mapped.append(Region(range: range, hostAddress: try Self.mapAligned(size: Int(range.size))))
+            } catch {
                 Self.unmap(mapped)
                 throw .mapFailed(size: range.size, errno: error)
             }
-            mapped.append(Region(range: range, hostAddress: UInt(bitPattern: pointer)))
         }
         regions = mapped
     }
 
     deinit { Self.unmap(regions) }
+
+    /// The transparent-huge-page size guest RAM is aligned to.
+    static let hugePageSize: UInt64 = 2 << 20
+
+    /// Maps `size` bytes of private anonymous memory aligned to 2 MiB and asks for transparent huge
+    /// pages, as QEMU does: with two-dimensional paging every 4 KiB fault is a nested exit, and huge
+    /// pages cut their number by 512 (lab-and-peers.md §8.3 notes QEMU's RAM is THP-backed).
+    private static func mapAligned(size: Int) throws(Errno) -> UInt {
+        let slack = Int(hugePageSize)
+        // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
+        let pointer = unsafe mmap(nil, size + slack, PROT_READ | PROT_WRITE,
+                                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        guard let pointer = unsafe pointer, unsafe pointer != MAP_FAILED else { throw Errno(rawValue: errno) }
+        let start = UInt(bitPattern: pointer)
+        let aligned = (start + UInt(slack) - 1) & ~(UInt(slack) - 1)
+        // SAFETY: the head [start, aligned) and tail [aligned + size, start + size + slack) lie inside
+        // the mapping just made and are not used; unmapping them leaves exactly [aligned, aligned + size).
+        if aligned > start { _ = unsafe munmap(UnsafeMutableRawPointer(bitPattern: start), Int(aligned - start)) }
+        let tail = start + UInt(size + slack) - (aligned + UInt(size))
+        if tail > 0 { _ = unsafe munmap(UnsafeMutableRawPointer(bitPattern: aligned + UInt(size)), Int(tail)) }
+        // SAFETY: advice on the mapping we own; failure (THP disabled) is harmless.
+        _ = unsafe madvise(UnsafeMutableRawPointer(bitPattern: aligned), size, MADV_HUGEPAGE)
+        return aligned
+    }
 
     private static func unmap(_ regions: [Region]) {
         for region in regions {
