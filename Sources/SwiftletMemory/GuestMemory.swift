@@ -192,6 +192,9 @@ public final class GuestMemory: @unchecked Sendable {
                      into address: GuestAddress) throws(GuestMemoryError) {
         guard count > 0 else { return }
         let destination = try unsafe host(address, count)
+        guard fileOffset <= UInt64(Int64.max), count <= UInt64(Int64.max) - fileOffset else {
+            throw .readFailed(Errno(rawValue: EOVERFLOW))
+        }
         var done: UInt64 = 0
         while done < count {
             let chunk = Int(min(count - done, 1 << 30))

@@ -21,15 +21,9 @@ public enum BootEntry: Equatable, Sendable {
 /// - The command line, NUL-terminated, at ``X86Layout/commandLineAddress``.
 /// - The initrd page-aligned as high as possible below `lowRAMEnd` (and, for a bzImage, below
 ///   `initrd_addr_max`), above the memory the kernel uses while booting.
-///
-/// The loader reads file headers through a scratch buffer in guest RAM at 1 MiB (guest RAM is the
-/// only place this module can read a file into without unsafe pointers) and zeroes it again before
-/// loading the kernel there.
 public enum KernelLoader {
     /// The longest command line passed to a PVH kernel, without the NUL (x86 `COMMAND_LINE_SIZE` - 1).
     public static let pvhCommandLineLimit = 2047
-    /// Where file headers are read to before parsing.
-    static let scratchAddress = X86Layout.kernelAddress
 
     /// Loads the kernel, the initrd and the command line and writes the boot information.
     ///
@@ -54,28 +48,13 @@ public enum KernelLoader {
         let kernel = try BootFile.open(kernelPath, role: .kernel)
         defer { kernel.close() }
 
-        var scratchUsed: UInt64 = 0
-        func readBytes(_ offset: UInt64, _ count: Int) throws(BootError) -> [UInt8] {
-            scratchUsed = max(scratchUsed, UInt64(count))
-            return try kernel.bytes(at: offset, count: count, memory: memory, scratch: scratchAddress)
-        }
-        func clearScratch() throws(BootError) {
-            do {
-                try memory.fill(0, count: scratchUsed, at: GuestAddress(scratchAddress))
-            } catch {
-                throw .bootAreaNotInRAM(what: "file read buffer", address: scratchAddress, size: scratchUsed)
-            }
-        }
-
-        let head = try readBytes(0, Int(min(kernel.size, UInt64(BzImageHeader.bytesNeeded))))
+        let head = try kernel.bytes(at: 0, count: Int(min(kernel.size, UInt64(BzImageHeader.bytesNeeded))))
         if ELFKernel.hasMagic(head) {
-            let elf = try ELFKernel.parse(fileSize: kernel.size, path: kernelPath, read: readBytes)
-            try clearScratch()
+            let elf = try ELFKernel.parse(fileSize: kernel.size, path: kernelPath, read: kernel.bytes)
             return try loadPVH(elf, file: kernel, initrdPath: initrdPath, commandLine: commandLineBytes,
                                memory: memory, e820: e820, rsdpAddress: rsdpAddress, lowRAMEnd: lowRAMEnd)
         }
         let header = try BzImageHeader.parse(head, fileSize: kernel.size, path: kernelPath)
-        try clearScratch()
         return try loadBzImage(header, file: kernel, initrdPath: initrdPath, commandLine: commandLineBytes,
                                memory: memory, e820: e820, rsdpAddress: rsdpAddress, lowRAMEnd: lowRAMEnd)
     }
@@ -203,14 +182,17 @@ struct BootFile {
         }
     }
 
-    /// Reads `count` bytes at `offset` (inside the file) into an array, through guest RAM at `scratch`.
-    func bytes(at offset: UInt64, count: Int, memory: GuestMemory, scratch: UInt64) throws(BootError) -> [UInt8] {
-        let notInRAM = BootError.bootAreaNotInRAM(what: "file read buffer", address: scratch, size: UInt64(count))
-        try load(at: offset, count: UInt64(count), into: scratch, memory: memory, outsideRAM: notInRAM)
+    /// Reads `count` bytes at `offset` (inside the file) into an array.
+    func bytes(at offset: UInt64, count: Int) throws(BootError) -> [UInt8] {
+        let bytes: [UInt8]
         do {
-            return try memory.read(count: count, at: GuestAddress(scratch))
+            bytes = try descriptor.readBytes(at: offset, count: count)
         } catch {
-            throw notInRAM
+            throw .readFailed(role, path: path, error)
         }
+        guard bytes.count == count else {
+            throw .shortRead(role, path: path, expected: UInt64(count), got: UInt64(bytes.count))
+        }
+        return bytes
     }
 }

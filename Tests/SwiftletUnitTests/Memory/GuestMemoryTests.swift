@@ -54,3 +54,26 @@ import Testing
         #expect(formatByteCount(3 << 30) == "3 GiB")
     }
 }
+
+import Foundation
+import SystemPackage
+
+@Suite("File reads") struct FileReadTests {
+    @Test func readBytesStopsAtEndOfFileAndRefusesHugeOffsets() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("swiftlet-readbytes-\(getpid())").path
+        try Data([1, 2, 3, 4, 5]).write(to: URL(fileURLWithPath: path))
+        let file = try FileDescriptor.open(FilePath(path), .readOnly)
+        defer { try? file.close() }
+        #expect(try file.readBytes(at: 1, count: 3) == [2, 3, 4])
+        #expect(try file.readBytes(at: 3, count: 10) == [4, 5])
+        #expect(try file.readBytes(at: 100, count: 10) == [])
+        #expect(throws: Errno.self) { try file.readBytes(at: .max, count: 1) }
+        let memory = try GuestMemory(ranges: [GuestRange(start: GuestAddress(0), size: 0x1000)!])
+        #expect(throws: GuestMemoryError.self) {
+            try memory.read(from: file, fileOffset: .max - 1, count: 4, into: GuestAddress(0))
+        }
+        #expect(throws: GuestMemoryError.shortRead(expected: 10, got: 5)) {
+            try memory.read(from: file, fileOffset: 0, count: 10, into: GuestAddress(0))
+        }
+    }
+}
