@@ -81,21 +81,23 @@ public enum SwiftletMain {
         }
         let outcome = machine.run()
         Terminal.restore()
-        return exitStatus(for: outcome, signal: received.value)
+        let (status, message) = exitStatus(for: outcome, signal: received.value)
+        if let message { printError(message) }
+        return status
     }
 
-    /// Maps how the machine ended to the process exit status (see `swiftlet run --help`).
-    public static func exitStatus(for outcome: RunOutcome, signal: Int32?) -> Int32 {
+    /// Maps how the machine ended to the process exit status (see `swiftlet run --help`) and, for
+    /// failures, the one-line message to print.
+    public static func exitStatus(for outcome: RunOutcome, signal: Int32?) -> (status: Int32, message: String?) {
         switch outcome.reason {
         case .requested:
-            return 128 + (signal ?? 15)
+            return (128 + (signal ?? 15), nil)
         case let reason where reason.isOrderly:
             // The command's status if the guest reported one; otherwise the guest powered off or
             // rebooted on purpose (perhaps the command itself did): success. Panics are not orderly.
-            return outcome.guestExitStatus.map(Int32.init) ?? 0
+            return (outcome.guestExitStatus.map(Int32.init) ?? 0, nil)
         case let reason:
-            printError(reason.message)
-            return failure
+            return (failure, reason.message)
         }
     }
 }

@@ -70,7 +70,7 @@ import SwiftletDispatcher
     @Test func outcomesMapToExitStatuses() {
         func status(_ reason: StopReason, _ exit: UInt8?, signal: Int32? = nil) -> Int32 {
             SwiftletMain.exitStatus(for: RunOutcome(reason: reason, guestExitStatus: exit, bootCompleteAfter: nil),
-                                    signal: signal)
+                                    signal: signal).status
         }
         #expect(status(.powerOff, 3) == 3)
         #expect(status(.reset, 0) == 0)
@@ -80,5 +80,10 @@ import SwiftletDispatcher
         #expect(status(.guestPanic, 0) == 1)
         #expect(status(.tripleFault(vcpu: 0, state: "s"), 0) == 1)
         #expect(status(.requested, nil, signal: 2) == 130)
+        let panic = SwiftletMain.exitStatus(for: RunOutcome(reason: .guestPanic, guestExitStatus: nil, bootCompleteAfter: nil),
+                                            signal: nil)
+        #expect(panic.message == "the guest kernel panicked (see the console output above)")
+        #expect(SwiftletMain.exitStatus(for: RunOutcome(reason: .powerOff, guestExitStatus: 0, bootCompleteAfter: nil),
+                                        signal: nil).message == nil)
     }
 }
