@@ -24,6 +24,7 @@ public final class VirtualMachine: Sendable {
     private let control: RunControl
     private let events: MachineEventRecorder
     private let serial: SharedDevice<Serial16550>
+    private let startTime: ContinuousClock.Instant
 
     /// Builds the machine described by `configuration`.
     ///
@@ -34,6 +35,7 @@ public final class VirtualMachine: Sendable {
                 startTime: ContinuousClock.Instant = .now) throws(SwiftletError) {
         self.configuration = configuration
         self.logger = logger
+        self.startTime = startTime
         let kvm: KVM
         do {
             kvm = try KVM(path: configuration.kvmPath)
@@ -56,6 +58,7 @@ public final class VirtualMachine: Sendable {
         } catch {
             throw SwiftletError(.host, error.description)
         }
+        logger.trace("guest memory mapped at \(milliseconds(since: startTime)) ms")
 
         // The boot image and the firmware tables go into RAM first: they fail on bad input.
         let entry: BootEntry
@@ -73,6 +76,7 @@ public final class VirtualMachine: Sendable {
         } catch {
             throw SwiftletError(.host, "building ACPI tables: \(error)")
         }
+        logger.trace("kernel, initrd and ACPI tables loaded at \(milliseconds(since: startTime)) ms")
         let mode: BootMode
         switch entry {
         case let .linux64(address, bootParams): mode = .linux64(entry: address, bootParams: bootParams)
@@ -97,6 +101,7 @@ public final class VirtualMachine: Sendable {
                 try vm.createPIT()
             }
             try vm.registerMemory(memory)
+            logger.trace("VM created at \(milliseconds(since: startTime)) ms")
             let supported = try kvm.supportedCPUID()
             let policy = CPUIDPolicy(vcpuCount: plan.vcpuCount, hideParavirtFeatures: configuration.hideParavirtFeatures)
             var created: [KVMVirtualCPU] = []
@@ -168,10 +173,12 @@ public final class VirtualMachine: Sendable {
 
     /// Runs the machine on one OS thread per vCPU until it stops, and reports how it ended.
     public func run() -> RunOutcome {
+        logger.debug("starting \(vcpus.count) vCPU thread(s) \(milliseconds(since: startTime)) ms after Swiftlet started")
         var threads: [OSThread] = []
         for vcpu in vcpus {
             let loop = VCPULoop(vcpu: vcpu, router: router, control: control)
             let control = self.control
+            let logger = self.logger
             do {
                 threads.append(try OSThread(name: "swiftlet-vcpu\(vcpu.index)") {
                     do {
@@ -180,7 +187,8 @@ public final class VirtualMachine: Sendable {
                         control.stop(.hostError("\(error)"))
                         return
                     }
-                    loop.run()
+                    let counts = loop.run()
+                    logger.debug("vCPU \(vcpu.index) stopped after \(counts.pio) PIO, \(counts.mmio) MMIO and \(counts.interrupted) interrupted exits")
                 })
             } catch {
                 control.stop(.hostError("\(error)"))
@@ -221,14 +229,17 @@ final class MachineEventRecorder: MachineEventSink {
                 state.bootComplete = elapsed
                 return true
             }
-            if first {
-                let ms = elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000
-                logger.info("guest boot complete \(ms) ms after Swiftlet started")
-            }
+            if first { logger.info("guest boot complete \(milliseconds(since: startTime)) ms after Swiftlet started") }
         case let .exitStatus(status):
             state.withLock { $0.exitStatus = status }
         }
     }
+}
+
+/// Whole milliseconds from `start` to now.
+func milliseconds(since start: ContinuousClock.Instant) -> Int64 {
+    let elapsed = ContinuousClock.now - start
+    return elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000
 }
 
 /// The host's wall clock.

@@ -150,6 +150,8 @@ public enum BootError: Error, Equatable, Sendable, CustomStringConvertible {
         switch self {
         case let .openFailed(role, path, errno):
             return "\(role.rawValue) \"\(path)\": cannot open: \(errno); check the path and its permissions"
+        case let .readFailed(role, path, errno) where errno == .isDirectory:
+            return "\(role.rawValue) \"\(path)\" is a directory; pass the \(role.rawValue) file itself"
         case let .readFailed(role, path, errno):
             return "\(role.rawValue) \"\(path)\": read failed: \(errno)"
         case let .shortRead(role, path, expected, got):

@@ -276,6 +276,8 @@ import Testing
         case .openFailed(.kernel, "/tmp", _)?, .readFailed(.kernel, "/tmp", _)?: break
         default: Issue.record("unexpected \(String(describing: directory))")
         }
+        #expect(BootError.readFailed(.kernel, path: "/tmp", .isDirectory).description
+                == "kernel \"/tmp\" is a directory; pass the kernel file itself")
         let error = LoaderFixtures.bootError { try LoaderFixtures.load(kernel: [], memory: memory) }
         guard case .notAKernel = error else { Issue.record("unexpected \(String(describing: error))"); return }
     }
