@@ -77,3 +77,20 @@ import SystemPackage
         }
     }
 }
+
+@Suite("Guest memory zeroing") struct GuestMemoryZeroingTests {
+    @Test(arguments: [(UInt64(0x10), UInt64(0x3000)), (0x1000, 0x2000), (0xff0, 0x20), (0, 0x4000), (0x123, 0x1)])
+    func zeroFillClearsExactlyTheRange(start: UInt64, count: UInt64) throws {
+        let memory = try GuestMemory(ranges: [GuestRange(start: GuestAddress(0), size: 0x4000)!])
+        try memory.fill(0xee, count: 0x4000, at: GuestAddress(0))
+        try memory.fill(0, count: count, at: GuestAddress(start))
+        let bytes = try memory.read(count: 0x4000, at: GuestAddress(0))
+        for (index, byte) in bytes.enumerated() {
+            let inside = UInt64(index) >= start && UInt64(index) < start + count
+            if byte != (inside ? 0 : 0xee) {
+                Issue.record("byte \(index) is \(byte)")
+                break
+            }
+        }
+    }
+}
