@@ -55,7 +55,12 @@ ensure_vmmbench() {
 build_swiftlet() {
   command -v swift >/dev/null || die "the Swift toolchain (swift) is not on PATH"
   ensure_pkgs libc6-dev
-  (cd "$SWIFTLET_REPO" && swift build -c release -Xswiftc -static-executable --product swiftlet >&2) \
-    || die "swift build failed"
+  mkdir -p "$SWIFTLET_CACHE"
+  local log=$SWIFTLET_CACHE/build-release.log
+  note "building swiftlet (release, static; log: $log)"
+  if ! (cd "$SWIFTLET_REPO" && swift build -c release -Xswiftc -static-executable --product swiftlet) > "$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    die "swift build failed (full log: $log)"
+  fi
   echo "$SWIFTLET_REPO/.build/release/swiftlet"
 }
