@@ -1,4 +1,5 @@
 import SwiftletMemory
+import SwiftletCore
 
 /// How a vCPU enters the kernel.
 public enum BootMode: Equatable, Sendable {
@@ -40,15 +41,13 @@ public struct X86BootState: Equatable, Sendable {
     /// The GDT bytes.
     public static var gdtBytes: [UInt8] {
         let entries: [UInt64] = [0, 0, code64.gdtEntry, data.gdtEntry, tss.gdtEntry, code32.gdtEntry]
-        return entries.flatMap(littleEndianBytes)
+        return entries.flatMap { [UInt8](littleEndian: $0, count: 8) }
     }
 
     /// Identity page tables for the first 4 GiB with 2 MiB pages: PML4, PDPT, then four page directories.
     public static func identityPageTables(at base: UInt64) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: 6 * 4096)
-        func put(_ value: UInt64, at offset: Int) {
-            for i in 0..<8 { bytes[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(i))) }
-        }
+        func put(_ value: UInt64, at offset: Int) { bytes.storeLittleEndian(value, at: offset) }
         let pdpt = base + 0x1000
         put(pdpt | 0x3, at: 0)                                  // PML4[0] → PDPT, present | writable
         for gib in 0..<4 {
@@ -117,9 +116,4 @@ public struct X86BootState: Equatable, Sendable {
         MSRValue(0x1a0, 1),                                               // IA32_MISC_ENABLE: fast strings
         MSRValue(0x2ff, (1 << 11) | 6),                                   // MTRRdefType: enabled, WB
     ]
-}
-
-/// `value` as 8 little-endian bytes.
-public func littleEndianBytes(_ value: UInt64) -> [UInt8] {
-    (0..<8).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) }
 }

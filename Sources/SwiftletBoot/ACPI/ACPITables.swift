@@ -1,4 +1,5 @@
 import SwiftletArch
+import SwiftletCore
 
 /// Swiftlet's ACPI tables, laid out as one blob to copy into guest memory.
 ///
@@ -113,10 +114,10 @@ enum ACPITableBuilder {
     /// A system description table: the 36-byte header, then `body`, with length and checksum set.
     static func table(_ signature: String, revision: UInt8, body: [UInt8]) -> [UInt8] {
         var table = ascii(signature, count: 4)
-        table += AML.littleEndian(UInt32(headerLength + body.count), count: 4)
+        table += [UInt8](littleEndian: UInt32(headerLength + body.count), count: 4)
         table += [revision, 0]  // checksum at offset 9, set below
-        table += ascii(oemID, count: 6) + ascii(oemTableID, count: 8) + AML.littleEndian(oemRevision, count: 4)
-        table += ascii(creatorID, count: 4) + AML.littleEndian(creatorRevision, count: 4)
+        table += ascii(oemID, count: 6) + ascii(oemTableID, count: 8) + [UInt8](littleEndian: oemRevision, count: 4)
+        table += ascii(creatorID, count: 4) + [UInt8](littleEndian: creatorRevision, count: 4)
         table += body
         table[9] = checksum(table)
         return table
@@ -125,9 +126,9 @@ enum ACPITableBuilder {
     /// The ACPI 2.0+ RSDP: no RSDT, only the XSDT; both checksums set.
     static func rsdp(xsdtAddress: UInt64) -> [UInt8] {
         var rsdp = ascii(rsdpSignature, count: 8) + [0] + ascii(oemID, count: 6) + [2]  // revision 2
-        rsdp += AML.littleEndian(UInt32(0), count: 4)  // RsdtAddress: none
-        rsdp += AML.littleEndian(UInt32(rsdpLength), count: 4)
-        rsdp += AML.littleEndian(xsdtAddress, count: 8)
+        rsdp += [UInt8](littleEndian: UInt32(0), count: 4)  // RsdtAddress: none
+        rsdp += [UInt8](littleEndian: UInt32(rsdpLength), count: 4)
+        rsdp += [UInt8](littleEndian: xsdtAddress, count: 8)
         rsdp += [0, 0, 0, 0]  // extended checksum, reserved
         rsdp[8] = checksum(rsdp[0..<20])
         rsdp[32] = checksum(rsdp)
@@ -136,7 +137,7 @@ enum ACPITableBuilder {
 
     /// The XSDT listing `entries` (64-bit table addresses).
     static func xsdt(entries: [UInt64]) -> [UInt8] {
-        table("XSDT", revision: 1, body: entries.flatMap { AML.littleEndian($0, count: 8) })
+        table("XSDT", revision: 1, body: entries.flatMap { [UInt8](littleEndian: $0, count: 8) })
     }
 
     /// FADT flag bits (ACPI 6.5 table 5.10).
@@ -160,7 +161,7 @@ enum ACPITableBuilder {
 
     /// A Generic Address Structure for an 8-bit, byte-accessed register in system I/O space.
     static func ioRegister(_ port: UInt16) -> [UInt8] {
-        [1, 8, 0, 1] + AML.littleEndian(port, count: 8)  // SystemIO, 8 bits, offset 0, byte access
+        [1, 8, 0, 1] + [UInt8](littleEndian: port, count: 8)  // SystemIO, 8 bits, offset 0, byte access
     }
 
     /// The ACPI 6.5 FADT (revision 6, minor 5) for a hardware-reduced platform.
@@ -169,17 +170,17 @@ enum ACPITableBuilder {
         func put(_ bytes: [UInt8], at offset: Int) {
             body.replaceSubrange(offset - headerLength..<offset - headerLength + bytes.count, with: bytes)
         }
-        put(AML.littleEndian(UInt32(0), count: 4), at: 36)  // FIRMWARE_CTRL: no FACS
-        put(AML.littleEndian(dsdtAddress <= UInt64(UInt32.max) ? UInt32(dsdtAddress) : 0, count: 4), at: 40)
-        put(AML.littleEndian(UInt16(9), count: 2), at: 46)  // SCI_INT, matching the MADT's IRQ 9 override
-        put(AML.littleEndian(BootArchitectureFlags.vgaNotPresent, count: 2), at: 109)
+        put([UInt8](littleEndian: UInt32(0), count: 4), at: 36)  // FIRMWARE_CTRL: no FACS
+        put([UInt8](littleEndian: dsdtAddress <= UInt64(UInt32.max) ? UInt32(dsdtAddress) : 0, count: 4), at: 40)
+        put([UInt8](littleEndian: UInt16(9), count: 2), at: 46)  // SCI_INT, matching the MADT's IRQ 9 override
+        put([UInt8](littleEndian: BootArchitectureFlags.vgaNotPresent, count: 2), at: 109)
         let flags = FADTFlags.powerButton | FADTFlags.sleepButton | FADTFlags.resetRegisterSupported
             | FADTFlags.hardwareReduced
-        put(AML.littleEndian(flags, count: 4), at: 112)
+        put([UInt8](littleEndian: flags, count: 4), at: 112)
         put(ioRegister(configuration.powerPort &+ 2), at: 116)  // RESET_REG
         put([configuration.resetValue], at: 128)  // RESET_VALUE
         put([5], at: 131)  // FADT minor version: ACPI 6.5
-        put(AML.littleEndian(dsdtAddress, count: 8), at: 140)  // X_DSDT
+        put([UInt8](littleEndian: dsdtAddress, count: 8), at: 140)  // X_DSDT
         put(ioRegister(configuration.powerPort), at: 244)  // SLEEP_CONTROL_REG
         put(ioRegister(configuration.powerPort &+ 1), at: 256)  // SLEEP_STATUS_REG
         put(ascii(hypervisorVendorID, count: 8), at: 268)
@@ -189,19 +190,19 @@ enum ACPITableBuilder {
     /// The MADT (revision 5): one enabled local APIC per vCPU, the IOAPIC, IRQ 9 as a level-triggered
     /// active-high GSI 9, and LINT1 as NMI on every processor.
     static func madt(_ configuration: ACPIConfiguration) -> [UInt8] {
-        var body = AML.littleEndian(configuration.localAPICAddress, count: 4)
-        body += AML.littleEndian(UInt32(1), count: 4)  // PCAT_COMPAT
+        var body = [UInt8](littleEndian: configuration.localAPICAddress, count: 4)
+        body += [UInt8](littleEndian: UInt32(1), count: 4)  // PCAT_COMPAT
         for index in 0..<configuration.vcpuCount {
             // Processor Local APIC: UID, APIC ID, flags (enabled).
-            body += [0, 8, UInt8(index), UInt8(index)] + AML.littleEndian(UInt32(1), count: 4)
+            body += [0, 8, UInt8(index), UInt8(index)] + [UInt8](littleEndian: UInt32(1), count: 4)
         }
         // I/O APIC: ID, reserved, address, GSI base.
-        body += [1, 12, configuration.ioapicID, 0] + AML.littleEndian(configuration.ioapicAddress, count: 4)
-            + AML.littleEndian(UInt32(0), count: 4)
+        body += [1, 12, configuration.ioapicID, 0] + [UInt8](littleEndian: configuration.ioapicAddress, count: 4)
+            + [UInt8](littleEndian: UInt32(0), count: 4)
         // Interrupt Source Override: bus ISA, IRQ 9 → GSI 9, active-high (01) level-triggered (11 << 2).
-        body += [2, 10, 0, 9] + AML.littleEndian(UInt32(9), count: 4) + AML.littleEndian(UInt16(0x000d), count: 2)
+        body += [2, 10, 0, 9] + [UInt8](littleEndian: UInt32(9), count: 4) + [UInt8](littleEndian: UInt16(0x000d), count: 2)
         // Local APIC NMI: all processors, conforming flags, LINT1.
-        body += [4, 6, 0xff] + AML.littleEndian(UInt16(0), count: 2) + [1]
+        body += [4, 6, 0xff] + [UInt8](littleEndian: UInt16(0), count: 2) + [1]
         return table("APIC", revision: 5, body: body)
     }
 

@@ -1,3 +1,4 @@
+import SwiftletCore
 /// A piece of encoded AML (ACPI Machine Language), the bytecode of a DSDT or SSDT.
 ///
 /// Build objects with the static factories and nest them; each factory encodes its operands at once,
@@ -35,10 +36,10 @@ public struct AML: Sendable, Hashable {
         switch value {
         case 0: return .zero
         case 1: return .one
-        case ...0xff: return AML(bytes: [Opcode.bytePrefix] + littleEndian(value, count: 1))
-        case ...0xffff: return AML(bytes: [Opcode.wordPrefix] + littleEndian(value, count: 2))
-        case ...0xffff_ffff: return AML(bytes: [Opcode.dwordPrefix] + littleEndian(value, count: 4))
-        default: return AML(bytes: [Opcode.qwordPrefix] + littleEndian(value, count: 8))
+        case ...0xff: return AML(bytes: [Opcode.bytePrefix] + [UInt8](littleEndian: value, count: 1))
+        case ...0xffff: return AML(bytes: [Opcode.wordPrefix] + [UInt8](littleEndian: value, count: 2))
+        case ...0xffff_ffff: return AML(bytes: [Opcode.dwordPrefix] + [UInt8](littleEndian: value, count: 4))
+        default: return AML(bytes: [Opcode.qwordPrefix] + [UInt8](littleEndian: value, count: 8))
         }
     }
 
@@ -249,34 +250,26 @@ public enum AMLResource: Sendable, Hashable {
     public func encoded() throws(ACPIError) -> [UInt8] {
         switch self {
         case let .io(minimum, maximum, alignment, length):
-            return [0x47, 0x01] + AML.littleEndian(minimum, count: 2) + AML.littleEndian(maximum, count: 2) + [alignment, length]
+            return [0x47, 0x01] + [UInt8](littleEndian: minimum, count: 2) + [UInt8](littleEndian: maximum, count: 2) + [alignment, length]
         case let .irqNoFlags(irqs):
             var mask: UInt16 = 0
             for irq in irqs {
                 guard irq < 16 else { throw .legacyIRQOutOfRange(irq) }
                 mask |= 1 << UInt16(irq)
             }
-            return [0x22] + AML.littleEndian(mask, count: 2)
+            return [0x22] + [UInt8](littleEndian: mask, count: 2)
         case let .memory32Fixed(writable, base, length):
-            return [0x86] + AML.littleEndian(UInt16(9), count: 2) + [writable ? 1 : 0]
-                + AML.littleEndian(base, count: 4) + AML.littleEndian(length, count: 4)
+            return [0x86] + [UInt8](littleEndian: UInt16(9), count: 2) + [writable ? 1 : 0]
+                + [UInt8](littleEndian: base, count: 4) + [UInt8](littleEndian: length, count: 4)
         case let .interrupt(trigger, polarity, shared, gsis):
             guard (1...0xff).contains(gsis.count) else { throw .invalidInterruptCount(gsis.count) }
             var flags: UInt8 = 0x01  // ResourceConsumer
             if trigger == .edge { flags |= 0x02 }
             if polarity == .activeLow { flags |= 0x04 }
             if shared { flags |= 0x08 }
-            return [0x89] + AML.littleEndian(UInt16(2 + 4 * gsis.count), count: 2) + [flags, UInt8(gsis.count)]
-                + gsis.flatMap { AML.littleEndian($0, count: 4) }
+            return [0x89] + [UInt8](littleEndian: UInt16(2 + 4 * gsis.count), count: 2) + [flags, UInt8(gsis.count)]
+                + gsis.flatMap { [UInt8](littleEndian: $0, count: 4) }
         }
-    }
-}
-
-extension AML {
-    /// The low `count` bytes of `value`, least significant first.
-    static func littleEndian<T: BinaryInteger>(_ value: T, count: Int) -> [UInt8] {
-        let value = UInt64(truncatingIfNeeded: value)
-        return (0..<count).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) }
     }
 }
 

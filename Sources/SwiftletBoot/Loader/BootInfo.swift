@@ -1,4 +1,5 @@
 import SwiftletArch
+import SwiftletCore
 
 /// Where an initrd was placed in guest RAM.
 public struct InitrdPlacement: Equatable, Sendable {
@@ -75,25 +76,25 @@ public enum ZeroPage {
         var page = [UInt8](repeating: 0, count: size)
         page.replaceSubrange(BzImageHeader.headerOffset..<BzImageHeader.headerOffset + header.setupHeader.count,
                              with: header.setupHeader)
-        LoaderBytes.store(UInt16(0xffff), into: &page, at: Offset.vidMode)
+        page.storeLittleEndian(UInt16(0xffff), at: Offset.vidMode)
         page[Offset.typeOfLoader] = 0xff
         page[Offset.loadFlags] |= BzImageHeader.canUseHeap
-        LoaderBytes.store(UInt16(0xfe00), into: &page, at: Offset.heapEndPtr)
-        LoaderBytes.store(UInt32(truncatingIfNeeded: commandLineAddress), into: &page, at: Offset.cmdLinePtr)
-        LoaderBytes.store(UInt32(truncatingIfNeeded: commandLineAddress >> 32), into: &page, at: Offset.extCmdLinePtr)
+        page.storeLittleEndian(UInt16(0xfe00), at: Offset.heapEndPtr)
+        page.storeLittleEndian(UInt32(truncatingIfNeeded: commandLineAddress), at: Offset.cmdLinePtr)
+        page.storeLittleEndian(UInt32(truncatingIfNeeded: commandLineAddress >> 32), at: Offset.extCmdLinePtr)
         if let initrd {
-            LoaderBytes.store(UInt32(truncatingIfNeeded: initrd.address), into: &page, at: Offset.ramdiskImage)
-            LoaderBytes.store(UInt32(truncatingIfNeeded: initrd.address >> 32), into: &page, at: Offset.extRamdiskImage)
-            LoaderBytes.store(UInt32(truncatingIfNeeded: initrd.size), into: &page, at: Offset.ramdiskSize)
-            LoaderBytes.store(UInt32(truncatingIfNeeded: initrd.size >> 32), into: &page, at: Offset.extRamdiskSize)
+            page.storeLittleEndian(UInt32(truncatingIfNeeded: initrd.address), at: Offset.ramdiskImage)
+            page.storeLittleEndian(UInt32(truncatingIfNeeded: initrd.address >> 32), at: Offset.extRamdiskImage)
+            page.storeLittleEndian(UInt32(truncatingIfNeeded: initrd.size), at: Offset.ramdiskSize)
+            page.storeLittleEndian(UInt32(truncatingIfNeeded: initrd.size >> 32), at: Offset.extRamdiskSize)
         }
-        LoaderBytes.store(rsdpAddress, into: &page, at: Offset.acpiRSDPAddress)
+        page.storeLittleEndian(rsdpAddress, at: Offset.acpiRSDPAddress)
         page[Offset.e820Entries] = UInt8(e820.count)
         for (index, entry) in e820.enumerated() {
             let base = Offset.e820Table + index * 20
-            LoaderBytes.store(entry.address, into: &page, at: base)
-            LoaderBytes.store(entry.size, into: &page, at: base + 8)
-            LoaderBytes.store(entry.kind.rawValue, into: &page, at: base + 16)
+            page.storeLittleEndian(entry.address, at: base)
+            page.storeLittleEndian(entry.size, at: base + 8)
+            page.storeLittleEndian(entry.kind.rawValue, at: base + 16)
         }
         return page
     }
@@ -133,24 +134,24 @@ public enum PVHStartInfo {
             throw .tooManyMemoryMapEntries(count: e820.count, maximum: maxMemoryMapEntries)
         }
         var block = [UInt8](repeating: 0, count: memoryMapOffset + e820.count * memoryMapEntrySize)
-        LoaderBytes.store(magic, into: &block, at: 0x00)
-        LoaderBytes.store(version, into: &block, at: 0x04)
-        LoaderBytes.store(UInt32(0), into: &block, at: 0x08)  // flags
+        block.storeLittleEndian(magic, at: 0x00)
+        block.storeLittleEndian(version, at: 0x04)
+        block.storeLittleEndian(UInt32(0), at: 0x08)  // flags
         if let initrd {
-            LoaderBytes.store(UInt32(1), into: &block, at: 0x0c)  // nr_modules
-            LoaderBytes.store(address &+ UInt64(moduleListOffset), into: &block, at: 0x10)
-            LoaderBytes.store(initrd.address, into: &block, at: moduleListOffset)
-            LoaderBytes.store(initrd.size, into: &block, at: moduleListOffset + 8)
+            block.storeLittleEndian(UInt32(1), at: 0x0c)  // nr_modules
+            block.storeLittleEndian(address &+ UInt64(moduleListOffset), at: 0x10)
+            block.storeLittleEndian(initrd.address, at: moduleListOffset)
+            block.storeLittleEndian(initrd.size, at: moduleListOffset + 8)
         }
-        LoaderBytes.store(commandLineAddress, into: &block, at: 0x18)
-        LoaderBytes.store(rsdpAddress, into: &block, at: 0x20)
-        LoaderBytes.store(address &+ UInt64(memoryMapOffset), into: &block, at: 0x28)
-        LoaderBytes.store(UInt32(e820.count), into: &block, at: 0x30)
+        block.storeLittleEndian(commandLineAddress, at: 0x18)
+        block.storeLittleEndian(rsdpAddress, at: 0x20)
+        block.storeLittleEndian(address &+ UInt64(memoryMapOffset), at: 0x28)
+        block.storeLittleEndian(UInt32(e820.count), at: 0x30)
         for (index, entry) in e820.enumerated() {
             let base = memoryMapOffset + index * memoryMapEntrySize
-            LoaderBytes.store(entry.address, into: &block, at: base)
-            LoaderBytes.store(entry.size, into: &block, at: base + 8)
-            LoaderBytes.store(entry.kind.rawValue, into: &block, at: base + 16)
+            block.storeLittleEndian(entry.address, at: base)
+            block.storeLittleEndian(entry.size, at: base + 8)
+            block.storeLittleEndian(entry.kind.rawValue, at: base + 16)
         }
         return block
     }

@@ -1,3 +1,4 @@
+import SwiftletCore
 /// The validated setup header of a Linux x86 bzImage (Documentation/arch/x86/boot.rst).
 ///
 /// A bzImage is a real-mode setup area of `(setup_sects + 1) * 512` bytes, whose second half
@@ -74,9 +75,9 @@ public struct BzImageHeader: Equatable, Sendable {
         guard firstBytes.count >= 0x206, Array(firstBytes[0x202..<0x206]) == Array("HdrS".utf8) else {
             throw .notAKernel(path: path)
         }
-        let bootFlag = LoaderBytes.load(UInt16.self, firstBytes, at: 0x1fe)
+        let bootFlag = firstBytes.loadLittleEndian(UInt16.self, at: 0x1fe)
         guard bootFlag == 0xaa55 else { throw .invalidBzImage(path: path, problem: .badBootFlag(bootFlag)) }
-        let version = LoaderBytes.load(UInt16.self, firstBytes, at: 0x206)
+        let version = firstBytes.loadLittleEndian(UInt16.self, at: 0x206)
         guard version >= minimumVersion else { throw .protocolTooOld(path: path, version: version) }
 
         let rawSetupSectors = Int(firstBytes[0x1f1])
@@ -86,26 +87,26 @@ public struct BzImageHeader: Equatable, Sendable {
             throw .truncated(path: path, fileSize: fileSize, expected: setupSize, source: "setup header")
         }
         // The setup area is at least 1 KiB, so every field up to 0x400 is present from here on.
-        let systemParagraphs = LoaderBytes.load(UInt32.self, firstBytes, at: 0x1f4)
+        let systemParagraphs = firstBytes.loadLittleEndian(UInt32.self, at: 0x1f4)
         let described = UInt64(systemParagraphs) * 16
         // The build pads the protected-mode code to whole paragraphs; allow that rounding.
         guard fileSize - setupSize + 15 >= described else {
             throw .truncated(path: path, fileSize: fileSize, expected: setupSize + described, source: "setup header")
         }
-        let xloadFlags = LoaderBytes.load(UInt16.self, firstBytes, at: 0x236)
+        let xloadFlags = firstBytes.loadLittleEndian(UInt16.self, at: 0x236)
         guard xloadFlags & xlfKernel64 != 0 else { throw .no64BitEntry(path: path) }
         let loadFlags = firstBytes[0x211]
         guard loadFlags & loadedHigh != 0 else { throw .invalidBzImage(path: path, problem: .notLoadedHigh) }
         guard systemParagraphs != 0 else { throw .invalidBzImage(path: path, problem: .emptyKernel) }
 
         let isRelocatable = firstBytes[0x234] != 0
-        let kernelAlignment = LoaderBytes.load(UInt32.self, firstBytes, at: 0x230)
+        let kernelAlignment = firstBytes.loadLittleEndian(UInt32.self, at: 0x230)
         if isRelocatable, kernelAlignment == 0 || kernelAlignment & (kernelAlignment - 1) != 0 {
             throw .invalidBzImage(path: path, problem: .badKernelAlignment(kernelAlignment))
         }
         let kernelSize = fileSize - setupSize
-        let payloadOffset = LoaderBytes.load(UInt32.self, firstBytes, at: 0x248)
-        let payloadLength = LoaderBytes.load(UInt32.self, firstBytes, at: 0x24c)
+        let payloadOffset = firstBytes.loadLittleEndian(UInt32.self, at: 0x248)
+        let payloadLength = firstBytes.loadLittleEndian(UInt32.self, at: 0x24c)
         guard UInt64(payloadOffset) + UInt64(payloadLength) <= kernelSize else {
             throw .invalidBzImage(path: path, problem: .payloadOutsideKernel(
                 offset: payloadOffset, length: payloadLength, kernelSize: kernelSize))
@@ -115,11 +116,11 @@ public struct BzImageHeader: Equatable, Sendable {
         return BzImageHeader(
             path: path, fileSize: fileSize, setupSectors: setupSectors, systemParagraphs: systemParagraphs,
             version: version, loadFlags: loadFlags,
-            initrdAddressMax: LoaderBytes.load(UInt32.self, firstBytes, at: 0x22c),
+            initrdAddressMax: firstBytes.loadLittleEndian(UInt32.self, at: 0x22c),
             kernelAlignment: kernelAlignment, isRelocatable: isRelocatable, xloadFlags: xloadFlags,
-            commandLineSize: LoaderBytes.load(UInt32.self, firstBytes, at: 0x238),
-            preferredAddress: LoaderBytes.load(UInt64.self, firstBytes, at: 0x258),
-            initSize: LoaderBytes.load(UInt32.self, firstBytes, at: 0x260),
+            commandLineSize: firstBytes.loadLittleEndian(UInt32.self, at: 0x238),
+            preferredAddress: firstBytes.loadLittleEndian(UInt64.self, at: 0x258),
+            initSize: firstBytes.loadLittleEndian(UInt32.self, at: 0x260),
             setupHeader: Array(firstBytes[headerOffset..<headerEnd]))
     }
 
@@ -131,14 +132,14 @@ public struct BzImageHeader: Equatable, Sendable {
     /// rounded up to `kernel_alignment` but at least `pref_address`; otherwise `pref_address`)
     /// and needs `init_size` bytes from there. Nothing else (initrd included) may lie below it.
     public func footprintEnd(loadAddress: UInt64) -> UInt64? {
-        guard let loadedEnd = LoaderBytes.add(loadAddress, kernelSize) else { return nil }
+        guard let loadedEnd = loaderAdd(loadAddress, kernelSize) else { return nil }
         var runAddress = preferredAddress
         if isRelocatable {
-            guard let aligned = LoaderBytes.alignUp(loadAddress, UInt64(kernelAlignment)) else { return nil }
+            guard let aligned = loaderAlignUp(loadAddress, UInt64(kernelAlignment)) else { return nil }
             runAddress = max(aligned, preferredAddress)
         }
         if runAddress == 0 { runAddress = loadAddress }
-        guard let runEnd = LoaderBytes.add(runAddress, UInt64(max(initSize, UInt32(clamping: kernelSize)))) else {
+        guard let runEnd = loaderAdd(runAddress, UInt64(max(initSize, UInt32(clamping: kernelSize)))) else {
             return nil
         }
         return max(loadedEnd, runEnd)

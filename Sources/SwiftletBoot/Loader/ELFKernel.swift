@@ -1,3 +1,4 @@
+import SwiftletCore
 /// A validated ELF64 x86-64 kernel (an uncompressed `vmlinux`) with a PVH entry point.
 ///
 /// Swiftlet starts such a kernel with Xen's PVH boot ABI: its `PT_LOAD` segments are copied to
@@ -89,21 +90,21 @@ public struct ELFKernel: Equatable, Sendable {
         func fail(_ problem: BootError.ELFProblem) -> BootError { .invalidELF(path: path, problem: problem) }
         guard header[4] == 2 else { throw fail(.not64Bit(header[4])) }
         guard header[5] == 1 else { throw fail(.notLittleEndian(header[5])) }
-        let type = LoaderBytes.load(UInt16.self, header, at: 16)
+        let type = header.loadLittleEndian(UInt16.self, at: 16)
         guard type == 2 else { throw fail(.notExecutable(type)) }
-        let machine = LoaderBytes.load(UInt16.self, header, at: 18)
+        let machine = header.loadLittleEndian(UInt16.self, at: 18)
         guard machine == machineX86_64 else { throw fail(.wrongMachine(machine)) }
 
-        let tableOffset = LoaderBytes.load(UInt64.self, header, at: 32)
-        let entrySize = LoaderBytes.load(UInt16.self, header, at: 54)
-        let entryCount = Int(LoaderBytes.load(UInt16.self, header, at: 56))
+        let tableOffset = header.loadLittleEndian(UInt64.self, at: 32)
+        let entrySize = header.loadLittleEndian(UInt16.self, at: 54)
+        let entryCount = Int(header.loadLittleEndian(UInt16.self, at: 56))
         guard entrySize >= 56, entrySize <= maxProgramHeaderSize else { throw fail(.badProgramHeaderSize(entrySize)) }
         guard entryCount > 0 else { throw fail(.noProgramHeaders) }
         guard entryCount <= maxProgramHeaders else {
             throw fail(.tooManyProgramHeaders(count: entryCount, maximum: maxProgramHeaders))
         }
         let tableSize = UInt64(entryCount) * UInt64(entrySize)  // at most 256 KiB
-        guard let tableEnd = LoaderBytes.add(tableOffset, tableSize), tableEnd <= fileSize else {
+        guard let tableEnd = loaderAdd(tableOffset, tableSize), tableEnd <= fileSize else {
             throw fail(.programHeadersOutsideFile(offset: tableOffset, size: tableSize))
         }
         let table = try read(tableOffset, Int(tableSize))
@@ -112,20 +113,20 @@ public struct ELFKernel: Equatable, Sendable {
         var pvhEntry: UInt64?
         for index in 0..<entryCount {
             let base = index * Int(entrySize)
-            let type = LoaderBytes.load(UInt32.self, table, at: base)
-            let offset = LoaderBytes.load(UInt64.self, table, at: base + 8)
-            let address = LoaderBytes.load(UInt64.self, table, at: base + 24)
-            let fileBytes = LoaderBytes.load(UInt64.self, table, at: base + 32)
-            let memoryBytes = LoaderBytes.load(UInt64.self, table, at: base + 40)
-            let alignment = LoaderBytes.load(UInt64.self, table, at: base + 48)
-            let insideFile = LoaderBytes.add(offset, fileBytes).map { $0 <= fileSize } ?? false
+            let type = table.loadLittleEndian(UInt32.self, at: base)
+            let offset = table.loadLittleEndian(UInt64.self, at: base + 8)
+            let address = table.loadLittleEndian(UInt64.self, at: base + 24)
+            let fileBytes = table.loadLittleEndian(UInt64.self, at: base + 32)
+            let memoryBytes = table.loadLittleEndian(UInt64.self, at: base + 40)
+            let alignment = table.loadLittleEndian(UInt64.self, at: base + 48)
+            let insideFile = loaderAdd(offset, fileBytes).map { $0 <= fileSize } ?? false
             switch type {
             case 1:  // PT_LOAD
                 guard fileBytes <= memoryBytes else {
                     throw fail(.segmentFileSizeExceedsMemorySize(index: index, fileSize: fileBytes, memorySize: memoryBytes))
                 }
                 guard insideFile else { throw fail(.segmentOutsideFile(index: index, offset: offset, size: fileBytes)) }
-                guard LoaderBytes.add(address, memoryBytes) != nil else {
+                guard loaderAdd(address, memoryBytes) != nil else {
                     throw fail(.segmentAddressOverflow(index: index, address: address, size: memoryBytes))
                 }
                 if memoryBytes > 0 {
@@ -156,9 +157,9 @@ public struct ELFKernel: Equatable, Sendable {
         // All arithmetic below stays far from Int overflow: each field is at most 2^32 and the
         // position never exceeds notes.count.
         while notes.count - position >= 12 {
-            let nameSize = Int(LoaderBytes.load(UInt32.self, notes, at: position))
-            let descriptorSize = LoaderBytes.load(UInt32.self, notes, at: position + 4)
-            let type = LoaderBytes.load(UInt32.self, notes, at: position + 8)
+            let nameSize = Int(notes.loadLittleEndian(UInt32.self, at: position))
+            let descriptorSize = notes.loadLittleEndian(UInt32.self, at: position + 4)
+            let type = notes.loadLittleEndian(UInt32.self, at: position + 8)
             let nameStart = position + 12
             let descriptorStart = roundUp(nameStart + nameSize, alignment)
             let descriptorEnd = descriptorStart + Int(descriptorSize)
@@ -169,7 +170,7 @@ public struct ELFKernel: Equatable, Sendable {
                 guard descriptorSize == 4 || descriptorSize == 8 else {
                     throw .invalidELF(path: path, problem: .badPVHNote(descriptorSize: descriptorSize))
                 }
-                return UInt64(LoaderBytes.load(UInt32.self, notes, at: descriptorStart))
+                return UInt64(notes.loadLittleEndian(UInt32.self, at: descriptorStart))
             }
             position = roundUp(descriptorEnd, alignment)
         }

@@ -1,4 +1,5 @@
 import Testing
+import SwiftletCore
 @testable import SwiftletArch
 
 @Suite("CPUID policy") struct CPUIDPolicyTests {
@@ -69,9 +70,9 @@ import Testing
         #expect(state.specialRegisters.cr3 == X86Layout.pageTablesAddress)
         let tables = try #require(state.memoryWrites.first { $0.address == X86Layout.pageTablesAddress })
         // PML4[0] → PDPT, PDPT[3] → fourth PD, and the 2 MiB page covering 3 GiB + 2 MiB.
-        #expect(Array(tables.bytes[0..<8]) == littleEndianBytes(0xa003))
-        #expect(Array(tables.bytes[0x1018..<0x1020]) == littleEndianBytes(0xe003))
-        #expect(Array(tables.bytes[0x5008..<0x5010]) == littleEndianBytes(0xc020_0083))
+        #expect(Array(tables.bytes[0..<8]) == [UInt8](littleEndian: 0xa003, count: 8))
+        #expect(Array(tables.bytes[0x1018..<0x1020]) == [UInt8](littleEndian: 0xe003, count: 8))
+        #expect(Array(tables.bytes[0x5008..<0x5010]) == [UInt8](littleEndian: 0xc020_0083, count: 8))
         // The tables end below the command line and the ACPI area.
         #expect(X86Layout.pageTablesAddress + UInt64(tables.bytes.count) <= X86Layout.commandLineAddress)
     }

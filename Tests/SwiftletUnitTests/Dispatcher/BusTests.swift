@@ -45,3 +45,18 @@ private struct EchoDevice: BusDevice {
         #expect(width.allOnes == (width == .qword ? UInt64.max : (UInt64(1) << (8 * UInt64(width.bytes))) - 1))
     }
 }
+
+@Suite("Byte coding") struct ByteCodingTests {
+    @Test func littleEndianRoundTrips() {
+        var bytes = [UInt8](repeating: 0, count: 12)
+        bytes.storeLittleEndian(UInt32(0x1122_3344), at: 1)
+        #expect(Array(bytes[0...5]) == [0, 0x44, 0x33, 0x22, 0x11, 0])
+        #expect(bytes.loadLittleEndian(UInt32.self, at: 1) == 0x1122_3344)
+        bytes.storeLittleEndian(UInt64(0x8899_aabb_ccdd_eeff), at: 4)
+        #expect(bytes.loadLittleEndian(UInt32.self, at: 1) == 0xff22_3344)   // byte 4 now belongs to the UInt64
+        #expect(bytes.loadLittleEndian(UInt64.self, at: 4) == 0x8899_aabb_ccdd_eeff)
+        #expect([UInt8](littleEndian: UInt16(0x1234), count: 2) == [0x34, 0x12])
+        #expect([UInt8](littleEndian: 0x0102_0304, count: 3) == [4, 3, 2])
+        #expect([UInt8](littleEndian: UInt8(7), count: 10) == [7, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+    }
+}
