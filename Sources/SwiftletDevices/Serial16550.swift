@@ -143,8 +143,13 @@ public struct Serial16550: BusDevice {
     public var state: State { current }
 
     /// How many more bytes ``enqueueInput(_:)`` would accept now (0 in loopback mode).
+    ///
+    /// Zero while the guest is not listening (receive-data interrupts off, as before its driver
+    /// opens the port, or in loopback): host input then waits instead of being flushed away by the
+    /// driver's start-up, as it would be on a real line.
     public var inputSpace: Int {
-        isLoopback ? 0 : max(0, Self.fifoCapacity - current.receiveFIFO.count)
+        guard !isLoopback, current.interruptEnable & Self.ierReceiveData != 0 else { return 0 }
+        return max(0, Self.fifoCapacity - current.receiveFIFO.count)
     }
 
     /// Feeds bytes from the host into the receive FIFO and returns how many were accepted.

@@ -11,6 +11,13 @@ extension DevicesTests {
             Serial16550(state: state, irq: irq, output: sink)
         }
 
+        /// A UART whose guest driver listens (receive-data interrupts on), so host input is accepted.
+        func makeListeningUART() -> Serial16550 {
+            var uart = makeUART()
+            uart.writeU8(at: 1, 0x01)
+            return uart
+        }
+
         @Test func transmitsEachTHRByteToTheSink() {
             var uart = makeUART()
             for byte in Array("hi\n".utf8) { uart.writeU8(at: 0, byte) }
@@ -20,7 +27,7 @@ extension DevicesTests {
         }
 
         @Test func lineStatusReportsTransmitterAlwaysEmptyAndDataReady() {
-            var uart = makeUART()
+            var uart = makeListeningUART()
             #expect(uart.readU8(at: 5) == 0x60)
             #expect(uart.enqueueInput([0x41]) == 1)
             #expect(uart.readU8(at: 5) == 0x61)
@@ -30,7 +37,7 @@ extension DevicesTests {
         }
 
         @Test func receiveFIFOHolds64BytesInOrder() {
-            var uart = makeUART()
+            var uart = makeListeningUART()
             #expect(uart.inputSpace == 64)
             let input = (0..<100).map { UInt8($0) }
             #expect(uart.enqueueInput(input) == 64)
@@ -144,21 +151,26 @@ extension DevicesTests {
             #expect(irq.count == 6)
         }
 
-        @Test func inputRaisesAnEdgeOnlyWithERBFI() {
+        @Test func inputWaitsUntilTheGuestListensAndThenRaisesAnEdge() {
             var uart = makeUART()
-            _ = uart.enqueueInput([1])
+            #expect(uart.inputSpace == 0)
+            #expect(uart.enqueueInput([1]) == 0)      // Nobody listening: the host keeps its input.
             #expect(irq.count == 0)
-            uart.writeU8(at: 1, 0x01)  // Enabling with data waiting raises it.
+            uart.writeU8(at: 1, 0x01)                 // The driver opens the port (ERBFI).
+            #expect(irq.count == 0)                   // Nothing waiting, no edge.
+            #expect(uart.enqueueInput([2, 3]) == 2)
             #expect(irq.count == 1)
-            _ = uart.enqueueInput([2, 3])
-            #expect(irq.count == 2)
             _ = uart.enqueueInput([])
-            #expect(irq.count == 2)
+            #expect(irq.count == 1)
             #expect(uart.readU8(at: 2) == 0x04)
+            uart.writeU8(at: 1, 0x00)                 // Receive interrupts off: input waits again,
+            #expect(uart.inputSpace == 0)
+            uart.writeU8(at: 1, 0x01)                 // and re-enabling with data waiting raises an edge.
+            #expect(irq.count == 2)
         }
 
         @Test func fifoControlClearsTheReceiveFIFO() {
-            var uart = makeUART()
+            var uart = makeListeningUART()
             uart.writeU8(at: 2, 0x01)
             _ = uart.enqueueInput([1, 2, 3])
             uart.writeU8(at: 2, 0x07)  // Enable, clear RX, clear TX.
@@ -171,7 +183,7 @@ extension DevicesTests {
         }
 
         @Test func nonByteAndOutOfRangeAccessesAreInert() {
-            var uart = makeUART()
+            var uart = makeListeningUART()
             _ = uart.enqueueInput([0x41])
             let before = uart.state
             for width in [AccessWidth.word, .dword, .qword] {
