@@ -126,3 +126,30 @@ import SwiftletDispatcher
         #expect(try run(code, name: "acpi-reset").reason == .reset)
     }
 }
+
+@Suite("Direct KVM: hostile guest", .serialized) struct HostileGuestTests {
+    @Test func aGuestSweepingEveryLegacyPortAndTheMMIOHoleCannotCrashSwiftlet() throws {
+        // out/in 0xaa on every port below 0x1000 (UART, i8042, RTC, ACPI, pvpanic and unowned ports;
+        // 0xaa neither resets, powers off nor reports a panic), then 32-bit writes and reads across
+        // the control page and unowned MMIO, then a clean power-off.
+        var code: [UInt8] = [0x31, 0xd2]                                        // xor edx, edx
+        code += [0xb0, 0xaa, 0xee, 0xec, 0x42, 0x81, 0xfa, 0x00, 0x10, 0x00, 0x00, 0x72, 0xf3]
+        //        mov al,0xaa; out dx,al; in al,dx; inc edx; cmp edx,0x1000; jb (back 13)
+        code += [0xbb, 0x00, 0x00, 0x00, 0xc0]                                  // mov ebx, 0xc0000000
+        code += [0xc7, 0x03, 0xef, 0xbe, 0xad, 0xde, 0x8b, 0x03, 0x81, 0xc3, 0x40, 0x00, 0x00, 0x00]
+        //        mov dword [ebx], 0xdeadbeef; mov eax, [ebx]; add ebx, 0x40
+        code += [0x81, 0xfb, 0x00, 0x40, 0x00, 0xc0, 0x72, 0xea]               // cmp ebx, 0xc0004000; jb (back 22)
+        code += TinyGuest.movDX(0x3fb) + TinyGuest.movAL(0x03) + TinyGuest.outDXAL   // LCR: 8N1, DLAB off
+        code += TinyGuest.movDX(0x3fc) + TinyGuest.movAL(0x00) + TinyGuest.outDXAL   // MCR: no loopback
+        code += TinyGuest.print("survived") + TinyGuest.powerOff
+        let kernel = try TinyGuest.write(TinyGuest.elf(code), name: "hostile.elf")
+        let consolePath = kernel + ".console"
+        let configuration = MachineConfiguration(kernelPath: kernel, memorySize: 32 << 20, console: .file(consolePath),
+                                                 hideParavirtFeatures: true)
+        let outcome = try VirtualMachine(configuration: configuration, logger: Logger(label: "t")).run()
+        #expect(outcome.reason == .powerOff)
+        #expect(outcome.guestExitStatus == 0xef)        // the sweep reached the control page's status register
+        let console = try Data(contentsOf: URL(fileURLWithPath: consolePath))
+        #expect(console.count >= 8 && Array(console.suffix(8)) == Array("survived".utf8))
+    }
+}
