@@ -15,7 +15,6 @@ import SwiftletMemory
 /// devices → boot registers. ``run()`` starts one OS thread per vCPU and blocks until the
 /// machine stops.
 public final class VirtualMachine: Sendable {
-    private let configuration: MachineConfiguration
     private let logger: Logger
     private let memory: GuestMemory
     private let vm: KVMVirtualMachine
@@ -33,7 +32,6 @@ public final class VirtualMachine: Sendable {
     ///   `/dev/kvm`) and `.host` for host failures.
     public init(configuration: MachineConfiguration, logger: Logger,
                 startTime: ContinuousClock.Instant = .now) throws(SwiftletError) {
-        self.configuration = configuration
         self.logger = logger
         self.startTime = startTime
         let kvm: KVM
@@ -244,10 +242,7 @@ func milliseconds(since start: ContinuousClock.Instant) -> Int64 {
 
 /// The host's wall clock.
 struct SystemWallClock: WallClock {
-    func secondsSinceEpoch() -> Int64 {
-        // UTC seconds; ContinuousClock has no epoch, so read the realtime clock through Duration math.
-        Int64(SwiftletKVM.HostInfo.wallClockSeconds)
-    }
+    func secondsSinceEpoch() -> Int64 { HostInfo.wallClockSeconds }
 }
 
 /// An interrupt line that goes nowhere (machines without an in-kernel irqchip).
