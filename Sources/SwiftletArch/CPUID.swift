@@ -1,9 +1,12 @@
 /// One CPUID leaf/subleaf result (hypervisor-neutral form of `kvm_cpuid_entry2`).
 public struct CPUIDEntry: Equatable, Sendable {
+    /// The leaf (EAX on input).
     public var function: UInt32
+    /// The subleaf (ECX on input), when significant.
     public var index: UInt32
     /// Backend flags (KVM: bit 0 = the index is significant).
     public var flags: UInt32
+    /// The output registers.
     public var eax: UInt32, ebx: UInt32, ecx: UInt32, edx: UInt32
 
     /// Creates an entry.

@@ -25,9 +25,11 @@ public struct RunCommand: ParsableCommand {
             guest crashes (triple fault, KVM internal error) or the host fails; 128+N after signal N.
             """)
 
+    /// The kernel to boot.
     @Option(help: ArgumentHelp("The guest kernel: a bzImage or an ELF vmlinux with a PVH note.", valueName: "path"))
     public var kernel: String?
 
+    /// The initramfs.
     @Option(help: ArgumentHelp("An initramfs (defaults to the default guest's when --kernel is not given).", valueName: "path"))
     public var initrd: String?
 
@@ -35,18 +37,23 @@ public struct RunCommand: ParsableCommand {
                                valueName: "string"))
     public var cmdline: String?
 
+    /// The number of vCPUs.
     @Option(help: "The number of vCPUs.")
     public var cpus: Int = 1
 
+    /// Guest memory as a size string.
     @Option(help: ArgumentHelp("Guest memory, e.g. 256M or 2G (binary units; a bare number means MiB).", valueName: "size"))
     public var memory: String = "256M"
 
+    /// Where the console goes.
     @Option(help: ArgumentHelp("Where the serial console goes: stdio, off, or a file path.", valueName: "stdio|off|path"))
     public var console: String = "stdio"
 
+    /// The log level on stderr.
     @Option(help: ArgumentHelp("Log level on stderr: trace, debug, info, notice, warning, error, critical.", valueName: "level"))
     public var logLevel: String = "warning"
 
+    /// The command to run in the guest.
     @Argument(parsing: .postTerminator, help: ArgumentHelp("A command to run in the guest.", valueName: "cmd"))
     public var command: [String] = []
 

@@ -35,6 +35,7 @@ public final class RunControl: Sendable {
 
 /// Counts of handled exits, for diagnostics and benchmarks.
 public struct ExitCounts: Equatable, Sendable {
+    /// Port-I/O, MMIO and interrupted (kicked) exits.
     public var pio = 0, mmio = 0, interrupted = 0
     /// Zero counts.
     public init() {}
