@@ -72,8 +72,17 @@ public enum SwiftletMain {
                 machine.stop()
             }
             if configuration.console == .stdio {
-                if Terminal.standardInputIsTerminal { Terminal.enterRawMode() }
-                try StandardInputPump.start { bytes in machine.sendConsoleInput(bytes) }
+                if Terminal.standardInputIsTerminal {
+                    Terminal.enterRawMode()
+                    let escape = Mutex(ConsoleEscape())
+                    try StandardInputPump.start { bytes in
+                        let (forward, quit) = escape.withLock { $0.filter(bytes) }
+                        machine.sendConsoleInput(forward)
+                        if quit { machine.stop() }
+                    }
+                } else {
+                    try StandardInputPump.start { bytes in machine.sendConsoleInput(bytes) }
+                }
             }
         } catch {
             printError(error.description)
@@ -91,7 +100,8 @@ public enum SwiftletMain {
     public static func exitStatus(for outcome: RunOutcome, signal: Int32?) -> (status: Int32, message: String?) {
         switch outcome.reason {
         case .requested:
-            return (128 + (signal ?? 15), nil)
+            // A termination signal (128 + N), or the console's Ctrl-A x (0).
+            return (signal.map { 128 + $0 } ?? 0, nil)
         case let reason where reason.isOrderly:
             // The command's status if the guest reported one; otherwise the guest powered off or
             // rebooted on purpose (perhaps the command itself did): success. Panics are not orderly.

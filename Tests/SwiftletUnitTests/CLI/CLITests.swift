@@ -80,10 +80,24 @@ import SwiftletDispatcher
         #expect(status(.guestPanic, 0) == 1)
         #expect(status(.tripleFault(vcpu: 0, state: "s"), 0) == 1)
         #expect(status(.requested, nil, signal: 2) == 130)
+        #expect(status(.requested, nil) == 0)
         let panic = SwiftletMain.exitStatus(for: RunOutcome(reason: .guestPanic, guestExitStatus: nil, bootCompleteAfter: nil),
                                             signal: nil)
         #expect(panic.message == "the guest kernel panicked (see the console output above)")
         #expect(SwiftletMain.exitStatus(for: RunOutcome(reason: .powerOff, guestExitStatus: 0, bootCompleteAfter: nil),
                                         signal: nil).message == nil)
+    }
+}
+
+@Suite("Console escape") struct ConsoleEscapeTests {
+    @Test func ctrlAXQuitsAndCtrlACtrlASendsOneCtrlA() {
+        var escape = ConsoleEscape()
+        #expect(escape.filter(Array("ls\n".utf8)) == (Array("ls\n".utf8), false))
+        #expect(escape.filter([0x61, 0x01, 0x01, 0x62]) == ([0x61, 0x01, 0x62], false))
+        #expect(escape.filter([0x01, 0x63]) == ([0x01, 0x63], false))
+        #expect(escape.filter([0x64, 0x01]) == ([0x64], false))      // escape split across reads
+        #expect(escape.filter(Array("x".utf8)) == ([], true))
+        var other = ConsoleEscape()
+        #expect(other.filter([0x65, 0x01, 0x58, 0x66]) == ([0x65], true))
     }
 }
