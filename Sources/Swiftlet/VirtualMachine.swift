@@ -155,14 +155,15 @@ public final class VirtualMachine: Sendable {
         control.attach(vcpus)
     }
 
-    /// Feeds console input to the guest's UART, waiting while its FIFO is full.
+    /// Feeds console input to the guest's UART, waiting (polling every 5 ms) while its FIFO is full or
+    /// its driver is not listening yet.
     public func sendConsoleInput(_ bytes: [UInt8]) {
         var rest = bytes[...]
         while !rest.isEmpty && !control.isStopping {
             let chunk = Array(rest)
             let accepted = serial.withLock { $0.enqueueInput(chunk) }
             rest = rest.dropFirst(accepted)
-            if !rest.isEmpty { sleepMilliseconds(1) }
+            if !rest.isEmpty { sleepMilliseconds(5) }
         }
     }
 
