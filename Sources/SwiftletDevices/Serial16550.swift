@@ -71,9 +71,9 @@ public struct Serial16550: BusDevice {
         public var overrun: Bool
 
         /// Creates a state; the defaults are the power-on state: 8N1 (LCR 0x03) at 9600 baud
-        /// (divisor 12), OUT2 set (MCR 0x08), FIFOs disabled, no interrupts enabled or pending.
+        /// (divisor 12), modem control lines off (MCR 0), FIFOs disabled, no interrupts enabled or pending.
         public init(
-            interruptEnable: UInt8 = 0, lineControl: UInt8 = 0x03, modemControl: UInt8 = 0x08,
+            interruptEnable: UInt8 = 0, lineControl: UInt8 = 0x03, modemControl: UInt8 = 0,
             fifoControl: UInt8 = 0, scratch: UInt8 = 0, divisorLow: UInt8 = 12, divisorHigh: UInt8 = 0,
             receiveFIFO: [UInt8] = [], transmitterEmptyPending: Bool = false, overrun: Bool = false
         ) {
@@ -105,6 +105,9 @@ public struct Serial16550: BusDevice {
     private static let ierTransmitterEmpty: UInt8 = 0x02
     private static let lcrDLAB: UInt8 = 0x80
     private static let mcrLoopback: UInt8 = 0x10
+    /// MCR OUT2: on a PC it gates the UART's interrupt onto the bus; drivers set it when they open
+    /// the port, not while probing.
+    private static let mcrOut2: UInt8 = 0x08
     private static let fcrEnable: UInt8 = 0x01
     private static let fcrClearReceive: UInt8 = 0x02
     private static let iirNoInterrupt: UInt8 = 0x01
@@ -144,11 +147,13 @@ public struct Serial16550: BusDevice {
 
     /// How many more bytes ``enqueueInput(_:)`` would accept now (0 in loopback mode).
     ///
-    /// Zero while the guest is not listening (receive-data interrupts off, as before its driver
-    /// opens the port, or in loopback): host input then waits instead of being flushed away by the
+    /// Zero while the guest is not listening: until its driver has opened the port (receive-data
+    /// interrupts on *and* MCR OUT2 set, so a probe that writes IER for a read-back test does not
+    /// count), and in loopback. Host input then waits instead of being flushed away by the
     /// driver's start-up, as it would be on a real line.
     public var inputSpace: Int {
-        guard !isLoopback, current.interruptEnable & Self.ierReceiveData != 0 else { return 0 }
+        guard !isLoopback, current.interruptEnable & Self.ierReceiveData != 0,
+              current.modemControl & Self.mcrOut2 != 0 else { return 0 }
         return max(0, Self.fifoCapacity - current.receiveFIFO.count)
     }
 

@@ -11,9 +11,10 @@ extension DevicesTests {
             Serial16550(state: state, irq: irq, output: sink)
         }
 
-        /// A UART whose guest driver listens (receive-data interrupts on), so host input is accepted.
+        /// A UART whose guest driver listens (receive-data interrupts and OUT2 on), so host input is accepted.
         func makeListeningUART() -> Serial16550 {
             var uart = makeUART()
+            uart.writeU8(at: 4, 0x08)
             uart.writeU8(at: 1, 0x01)
             return uart
         }
@@ -114,8 +115,9 @@ extension DevicesTests {
             uart.writeU8(at: 2, 0x01)  // Enable FIFOs.
             #expect(uart.readU8(at: 2) == 0xC1)
             #expect(uart.readU8(at: 2) & 0x30 == 0)  // Not a 16750, not an NS SuperIO.
+            uart.writeU8(at: 4, 0x08)  // OUT2: the driver has the port open.
             uart.writeU8(at: 1, 0x03)  // ERBFI | ETBEI
-            _ = uart.enqueueInput([7])
+            #expect(uart.enqueueInput([7]) == 1)
             #expect(uart.readU8(at: 2) == 0xC4)  // Received data wins.
             #expect(uart.readU8(at: 2) == 0xC4)  // And stays until the data is read.
             _ = uart.readU8(at: 0)
@@ -155,18 +157,23 @@ extension DevicesTests {
             var uart = makeUART()
             #expect(uart.inputSpace == 0)
             #expect(uart.enqueueInput([1]) == 0)      // Nobody listening: the host keeps its input.
-            #expect(irq.count == 0)
-            uart.writeU8(at: 1, 0x01)                 // The driver opens the port (ERBFI).
-            #expect(irq.count == 0)                   // Nothing waiting, no edge.
+            uart.writeU8(at: 1, 0x0f)                 // A probe's IER read-back test is not listening either.
+            #expect(uart.inputSpace == 0)
+            #expect(uart.enqueueInput([1]) == 0)
+            uart.writeU8(at: 1, 0x00)
+            let edges = irq.count                     // (the probe's THRE edge, if any)
+            uart.writeU8(at: 4, 0x08)                 // The driver opens the port: OUT2,
+            uart.writeU8(at: 1, 0x01)                 // then ERBFI.
+            #expect(irq.count == edges)               // Nothing waiting, no edge.
             #expect(uart.enqueueInput([2, 3]) == 2)
-            #expect(irq.count == 1)
+            #expect(irq.count == edges + 1)
             _ = uart.enqueueInput([])
-            #expect(irq.count == 1)
+            #expect(irq.count == edges + 1)
             #expect(uart.readU8(at: 2) == 0x04)
             uart.writeU8(at: 1, 0x00)                 // Receive interrupts off: input waits again,
             #expect(uart.inputSpace == 0)
             uart.writeU8(at: 1, 0x01)                 // and re-enabling with data waiting raises an edge.
-            #expect(irq.count == 2)
+            #expect(irq.count == edges + 2)
         }
 
         @Test func fifoControlClearsTheReceiveFIFO() {
