@@ -58,11 +58,12 @@ public struct MemoryPlan: Equatable, Sendable {
     /// The end of the RAM region below 4 GiB.
     public let lowRAMEnd: UInt64
 
-    /// Plans `bytes` of RAM (at least 1 MiB, a multiple of 4 KiB).
-    public init(memory bytes: UInt64) {
+    /// Plans `bytes` of RAM; `nil` below 2 MiB (no room for the legacy area and a kernel).
+    public init?(memory bytes: UInt64) {
         let low = min(bytes, X86Layout.mmioHoleStart)
         let high = bytes - low
-        var ranges = [GuestRange(start: GuestAddress(0), size: low)!]
+        guard low >= 2 << 20, let first = GuestRange(start: GuestAddress(0), size: low) else { return nil }
+        var ranges = [first]
         var e820 = [
             E820Entry(address: 0, size: X86Layout.lowMemoryEnd, kind: .ram),
             E820Entry(address: X86Layout.lowMemoryEnd, size: X86Layout.kernelAddress - X86Layout.lowMemoryEnd, kind: .reserved),
@@ -71,7 +72,8 @@ public struct MemoryPlan: Equatable, Sendable {
             e820.append(E820Entry(address: X86Layout.kernelAddress, size: low - X86Layout.kernelAddress, kind: .ram))
         }
         if high > 0 {
-            ranges.append(GuestRange(start: GuestAddress(X86Layout.mmioHoleEnd), size: high)!)
+            guard let upper = GuestRange(start: GuestAddress(X86Layout.mmioHoleEnd), size: high) else { return nil }
+            ranges.append(upper)
             e820.append(E820Entry(address: X86Layout.mmioHoleEnd, size: high, kind: .ram))
         }
         self.ranges = ranges
@@ -102,9 +104,12 @@ public struct MachinePlan: Equatable, Sendable {
         guard memorySize <= limits.maximumMemory else {
             throw .memoryTooLarge(requested: memorySize, limit: limits.maximumMemory)
         }
+        guard let memory = MemoryPlan(memory: memorySize) else {
+            throw .memoryTooSmall(requested: memorySize, minimum: 2 << 20)
+        }
         self.vcpuCount = vcpuCount
         self.memorySize = memorySize
-        self.memory = MemoryPlan(memory: memorySize)
+        self.memory = memory
     }
 }
 

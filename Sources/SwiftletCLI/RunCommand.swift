@@ -94,17 +94,19 @@ public struct RunCommand: ParsableCommand {
 
     /// The machine this invocation asks for, with the default guest resolved from `environment`.
     public func machineConfiguration(environment: [String: String]) throws(SwiftletError) -> MachineConfiguration {
-        var kernelPath = kernel
+        let kernelPath: String
         var initrdPath = initrd
-        if kernelPath == nil {
+        if let kernel {
+            kernelPath = kernel
+        } else {
             let directory = DefaultGuest.directory(environment: environment)
             kernelPath = directory + "/vmlinuz"
             if initrdPath == nil { initrdPath = directory + "/initrd.cpio" }
-            guard DefaultGuest.exists(kernelPath!) else {
-                throw SwiftletError(.usage, "the default guest is not built (no \(kernelPath!)); run scripts/build-guest or pass --kernel")
+            guard DefaultGuest.exists(kernelPath) else {
+                throw SwiftletError(.usage, "the default guest is not built (no \(kernelPath)); run scripts/build-guest or pass --kernel")
             }
         }
-        return MachineConfiguration(kernelPath: kernelPath!, initrdPath: initrdPath, commandLine: kernelCommandLine,
+        return MachineConfiguration(kernelPath: kernelPath, initrdPath: initrdPath, commandLine: kernelCommandLine,
                                     vcpuCount: cpus, memorySize: ByteSize.parse(memory) ?? 0,
                                     console: consoleConfiguration)
     }

@@ -32,6 +32,7 @@ import SwiftletMemory
     @Test func exactlyThreeGiBNeedsNoHighRegion() throws {
         let plan = try MachinePlan(vcpuCount: 1, memorySize: 3 << 30, limits: limits).memory
         #expect(plan.ranges.count == 1)
+        #expect(plan.lowRAMEnd == X86Layout.mmioHoleStart)
     }
 
     @Test func limitsAreEnforcedWithMessagesThatSayWhatToChange() {
@@ -50,6 +51,15 @@ import SwiftletMemory
         }
         #expect(AllocatorError.tooManyVCPUs(requested: 9, limit: 8).description == "--cpus 9: at most 8 vCPUs are allowed here")
         #expect(ResourceLimits(maximumMemory: 1, maximumVCPUs: 1000).maximumVCPUs == 254)
+    }
+
+    @Test func aPlanWithNoRoomForTheLegacyAreaIsRefusedNotACrash() {
+        #expect(MemoryPlan(memory: 0) == nil)
+        #expect(MemoryPlan(memory: 1 << 20) == nil)
+        let lax = ResourceLimits(maximumMemory: 16 << 30, maximumVCPUs: 8, minimumMemory: 0)
+        #expect(throws: AllocatorError.memoryTooSmall(requested: 1 << 20, minimum: 2 << 20)) {
+            try MachinePlan(vcpuCount: 1, memorySize: 1 << 20, limits: lax)
+        }
     }
 
     @Test func irqAllocationSkipsFixedLinesAndRunsOut() throws {
