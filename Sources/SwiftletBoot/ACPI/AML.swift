@@ -1,4 +1,5 @@
 import SwiftletCore
+
 /// A piece of encoded AML (ACPI Machine Language), the bytecode of a DSDT or SSDT.
 ///
 /// Build objects with the static factories and nest them; each factory encodes its operands at once,

@@ -1,4 +1,6 @@
 import SwiftletCore
+import SwiftletMemory
+
 /// The validated setup header of a Linux x86 bzImage (Documentation/arch/x86/boot.rst).
 ///
 /// A bzImage is a real-mode setup area of `(setup_sects + 1) * 512` bytes, whose second half
@@ -135,7 +137,8 @@ public struct BzImageHeader: Equatable, Sendable {
         guard let loadedEnd = loaderAdd(loadAddress, kernelSize) else { return nil }
         var runAddress = preferredAddress
         if isRelocatable {
-            guard let aligned = loaderAlignUp(loadAddress, UInt64(kernelAlignment)) else { return nil }
+            // `parse` checked that a relocatable kernel's alignment is a power of two.
+            guard let aligned = GuestAddress(loadAddress).alignedUp(to: UInt64(kernelAlignment))?.rawValue else { return nil }
             runAddress = max(aligned, preferredAddress)
         }
         if runAddress == 0 { runAddress = loadAddress }

@@ -1,4 +1,5 @@
 import SwiftletCore
+
 /// A validated ELF64 x86-64 kernel (an uncompressed `vmlinux`) with a PVH entry point.
 ///
 /// Swiftlet starts such a kernel with Xen's PVH boot ABI: its `PT_LOAD` segments are copied to

@@ -1,3 +1,4 @@
+import SwiftletCore
 import SwiftletArch
 import Testing
 @testable import SwiftletBoot
@@ -18,22 +19,22 @@ import Testing
                                       rsdpAddress: 0xe_0000)
         var expected = [UInt8](repeating: 0, count: 4096)
         expected.replaceSubrange(0x1f1..<0x26c, with: header.setupHeader)
-        expected.loaderPut(UInt64(0xe_0000), at: 0x070)
-        expected.loaderPut(UInt32(0x1), at: 0x0c0)  // ext_ramdisk_image
-        expected.loaderPut(UInt32(0x1), at: 0x0c4)  // ext_ramdisk_size
-        expected.loaderPut(UInt32(0), at: 0x0c8)  // ext_cmd_line_ptr
+        expected.storeLittleEndian(UInt64(0xe_0000), at: 0x070)
+        expected.storeLittleEndian(UInt32(0x1), at: 0x0c0)  // ext_ramdisk_image
+        expected.storeLittleEndian(UInt32(0x1), at: 0x0c4)  // ext_ramdisk_size
+        expected.storeLittleEndian(UInt32(0), at: 0x0c8)  // ext_cmd_line_ptr
         expected[0x1e8] = 4
-        expected.loaderPut(UInt16(0xffff), at: 0x1fa)
+        expected.storeLittleEndian(UInt16(0xffff), at: 0x1fa)
         expected[0x210] = 0xff
         expected[0x211] = 0x81
-        expected.loaderPut(UInt32(0x2345_6000), at: 0x218)
-        expected.loaderPut(UInt32(0x10), at: 0x21c)
-        expected.loaderPut(UInt16(0xfe00), at: 0x224)
-        expected.loaderPut(UInt32(0x2_0000), at: 0x228)
+        expected.storeLittleEndian(UInt32(0x2345_6000), at: 0x218)
+        expected.storeLittleEndian(UInt32(0x10), at: 0x21c)
+        expected.storeLittleEndian(UInt16(0xfe00), at: 0x224)
+        expected.storeLittleEndian(UInt32(0x2_0000), at: 0x228)
         for (index, entry) in e820.enumerated() {
-            expected.loaderPut(entry.address, at: 0x2d0 + 20 * index)
-            expected.loaderPut(entry.size, at: 0x2d0 + 20 * index + 8)
-            expected.loaderPut(entry.kind.rawValue, at: 0x2d0 + 20 * index + 16)
+            expected.storeLittleEndian(entry.address, at: 0x2d0 + 20 * index)
+            expected.storeLittleEndian(entry.size, at: 0x2d0 + 20 * index + 8)
+            expected.storeLittleEndian(entry.kind.rawValue, at: 0x2d0 + 20 * index + 16)
         }
         #expect(page == expected)
         #expect(page[0x2d0 + 20 * 3 + 16] == 1)
@@ -51,15 +52,15 @@ import Testing
     @Test func startInfoByteByByte() throws {
         let block = try PVHStartInfo.build(at: 0x7000, commandLineAddress: 0x2_0000, initrd: nil, e820: e820, rsdpAddress: 0)
         var expected = [UInt8](repeating: 0, count: 0x60 + 4 * 24)
-        expected.loaderPut(UInt32(0x336e_c578), at: 0)
-        expected.loaderPut(UInt32(1), at: 4)
-        expected.loaderPut(UInt64(0x2_0000), at: 0x18)
-        expected.loaderPut(UInt64(0x7060), at: 0x28)
-        expected.loaderPut(UInt32(4), at: 0x30)
+        expected.storeLittleEndian(UInt32(0x336e_c578), at: 0)
+        expected.storeLittleEndian(UInt32(1), at: 4)
+        expected.storeLittleEndian(UInt64(0x2_0000), at: 0x18)
+        expected.storeLittleEndian(UInt64(0x7060), at: 0x28)
+        expected.storeLittleEndian(UInt32(4), at: 0x30)
         for (index, entry) in e820.enumerated() {
-            expected.loaderPut(entry.address, at: 0x60 + 24 * index)
-            expected.loaderPut(entry.size, at: 0x60 + 24 * index + 8)
-            expected.loaderPut(entry.kind.rawValue, at: 0x60 + 24 * index + 16)
+            expected.storeLittleEndian(entry.address, at: 0x60 + 24 * index)
+            expected.storeLittleEndian(entry.size, at: 0x60 + 24 * index + 8)
+            expected.storeLittleEndian(entry.kind.rawValue, at: 0x60 + 24 * index + 16)
         }
         #expect(block == expected)
 
@@ -67,12 +68,12 @@ import Testing
                                                 initrd: InitrdPlacement(address: 0x300_0000, size: 1234),
                                                 e820: [], rsdpAddress: 0xe_0000)
         #expect(withInitrd.count == 0x60)
-        #expect(withInitrd.loaderGet(UInt32.self, at: 0x0c) == 1)
-        #expect(withInitrd.loaderGet(UInt64.self, at: 0x10) == 0x7040)
-        #expect(withInitrd.loaderGet(UInt64.self, at: 0x20) == 0xe_0000)
-        #expect(withInitrd.loaderGet(UInt64.self, at: 0x40) == 0x300_0000)
-        #expect(withInitrd.loaderGet(UInt64.self, at: 0x48) == 1234)
-        #expect(withInitrd.loaderGet(UInt32.self, at: 0x30) == 0)
+        #expect(withInitrd.loadLittleEndian(UInt32.self, at: 0x0c) == 1)
+        #expect(withInitrd.loadLittleEndian(UInt64.self, at: 0x10) == 0x7040)
+        #expect(withInitrd.loadLittleEndian(UInt64.self, at: 0x20) == 0xe_0000)
+        #expect(withInitrd.loadLittleEndian(UInt64.self, at: 0x40) == 0x300_0000)
+        #expect(withInitrd.loadLittleEndian(UInt64.self, at: 0x48) == 1234)
+        #expect(withInitrd.loadLittleEndian(UInt32.self, at: 0x30) == 0)
     }
 
     @Test func initrdPlacement() {

@@ -1,3 +1,4 @@
+import SwiftletCore
 import SwiftletArch
 import SwiftletMemory
 import Testing
@@ -117,7 +118,7 @@ import Testing
             try parse(crafted.bytes)
         }
         var image = CraftedBzImage().bytes
-        image.loaderPut(UInt32(0xffff_ff00), at: 0x248)
+        image.storeLittleEndian(UInt32(0xffff_ff00), at: 0x248)
         #expect(throws: BootError.invalidBzImage(path: "/x", problem: .payloadOutsideKernel(
             offset: 0xffff_ff00, length: 4096, kernelSize: 8192))) { try parse(image) }
     }
@@ -158,27 +159,27 @@ import Testing
         #expect(try memory.read(count: initrd.count, at: GuestAddress(initrdAddress)) == initrd)
 
         let page = try memory.read(count: 4096, at: GuestAddress(0x7000))
-        #expect(page.loaderGet(UInt64.self, at: 0x070) == 0xe_0000)  // acpi_rsdp_addr
+        #expect(page.loadLittleEndian(UInt64.self, at: 0x070) == 0xe_0000)  // acpi_rsdp_addr
         #expect(page[0x1e8] == 3)  // e820_entries
         for (index, e) in e820.enumerated() {
             let base = 0x2d0 + 20 * index
-            #expect(page.loaderGet(UInt64.self, at: base) == e.address)
-            #expect(page.loaderGet(UInt64.self, at: base + 8) == e.size)
-            #expect(page.loaderGet(UInt32.self, at: base + 16) == e.kind.rawValue)
+            #expect(page.loadLittleEndian(UInt64.self, at: base) == e.address)
+            #expect(page.loadLittleEndian(UInt64.self, at: base + 8) == e.size)
+            #expect(page.loadLittleEndian(UInt32.self, at: base + 16) == e.kind.rawValue)
         }
         #expect(page[0x2d0 + 60] == 0)  // nothing past the last entry
-        #expect(page.loaderGet(UInt16.self, at: 0x1fa) == 0xffff)  // vid_mode
-        #expect(page.loaderGet(UInt16.self, at: 0x1fe) == 0xaa55)  // boot_flag, copied
+        #expect(page.loadLittleEndian(UInt16.self, at: 0x1fa) == 0xffff)  // vid_mode
+        #expect(page.loadLittleEndian(UInt16.self, at: 0x1fe) == 0xaa55)  // boot_flag, copied
         #expect(Array(page[0x202..<0x206]) == Array("HdrS".utf8))
-        #expect(page.loaderGet(UInt16.self, at: 0x206) == 0x020f)
+        #expect(page.loadLittleEndian(UInt16.self, at: 0x206) == 0x020f)
         #expect(page[0x210] == 0xff)  // type_of_loader
         #expect(page[0x211] == 0x81)  // LOADED_HIGH | CAN_USE_HEAP
-        #expect(page.loaderGet(UInt32.self, at: 0x218) == UInt32(initrdAddress))  // ramdisk_image
-        #expect(page.loaderGet(UInt32.self, at: 0x21c) == 10_000)  // ramdisk_size
-        #expect(page.loaderGet(UInt16.self, at: 0x224) == 0xfe00)  // heap_end_ptr
-        #expect(page.loaderGet(UInt32.self, at: 0x228) == 0x2_0000)  // cmd_line_ptr
-        #expect(page.loaderGet(UInt32.self, at: 0x0c0) == 0)  // ext_ramdisk_image
-        #expect(page.loaderGet(UInt32.self, at: 0x0c8) == 0)  // ext_cmd_line_ptr
+        #expect(page.loadLittleEndian(UInt32.self, at: 0x218) == UInt32(initrdAddress))  // ramdisk_image
+        #expect(page.loadLittleEndian(UInt32.self, at: 0x21c) == 10_000)  // ramdisk_size
+        #expect(page.loadLittleEndian(UInt16.self, at: 0x224) == 0xfe00)  // heap_end_ptr
+        #expect(page.loadLittleEndian(UInt32.self, at: 0x228) == 0x2_0000)  // cmd_line_ptr
+        #expect(page.loadLittleEndian(UInt32.self, at: 0x0c0) == 0)  // ext_ramdisk_image
+        #expect(page.loadLittleEndian(UInt32.self, at: 0x0c8) == 0)  // ext_cmd_line_ptr
         #expect(page[0x26b] == 0x5a)  // last byte of the header, copied
         #expect(page[0x26c] == 0)  // first byte after it, not copied
         #expect(page[0x000..<0x070].allSatisfy { $0 == 0 })
@@ -188,9 +189,9 @@ import Testing
         let memory = try LoaderFixtures.memory()
         try LoaderFixtures.load(kernel: CraftedBzImage().bytes, commandLine: "", memory: memory)
         let page = try memory.read(count: 4096, at: GuestAddress(0x7000))
-        #expect(page.loaderGet(UInt32.self, at: 0x218) == 0)
-        #expect(page.loaderGet(UInt32.self, at: 0x21c) == 0)
-        #expect(page.loaderGet(UInt32.self, at: 0x228) == 0x2_0000)
+        #expect(page.loadLittleEndian(UInt32.self, at: 0x218) == 0)
+        #expect(page.loadLittleEndian(UInt32.self, at: 0x21c) == 0)
+        #expect(page.loadLittleEndian(UInt32.self, at: 0x228) == 0x2_0000)
         #expect(try memory.load(UInt8.self, at: GuestAddress(0x2_0000)) == 0)
     }
 
@@ -210,7 +211,7 @@ import Testing
         crafted.initrdAddressMax = 0x1ff_ffff
         try LoaderFixtures.load(kernel: crafted.bytes, initrd: [UInt8](repeating: 7, count: 10_000), memory: memory)
         let page = try memory.read(count: 4096, at: GuestAddress(0x7000))
-        #expect(page.loaderGet(UInt32.self, at: 0x218) == 0x200_0000 - 0x3000)
+        #expect(page.loadLittleEndian(UInt32.self, at: 0x218) == 0x200_0000 - 0x3000)
         #expect(try memory.read(count: 4, at: GuestAddress(0x200_0000 - 0x3000)) == [7, 7, 7, 7])
     }
 

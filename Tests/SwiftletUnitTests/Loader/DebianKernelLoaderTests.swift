@@ -1,3 +1,4 @@
+import SwiftletCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -57,10 +58,10 @@ import Testing
         #expect(Array(page[0x202..<0x206]) == Array("HdrS".utf8))
         #expect(page[0x210] == 0xff)
         #expect(page[0x211] & 0x81 == 0x81)
-        let initrdAddress = UInt64(page.loaderGet(UInt32.self, at: 0x218))
+        let initrdAddress = UInt64(page.loadLittleEndian(UInt32.self, at: 0x218))
         #expect(initrdAddress == lowRAMEnd - (64 << 10))
         #expect(initrdAddress >= footprint)
-        #expect(page.loaderGet(UInt32.self, at: 0x21c) == 64 << 10)
+        #expect(page.loadLittleEndian(UInt32.self, at: 0x21c) == 64 << 10)
         #expect(try memory.read(count: initrd.count, at: GuestAddress(initrdAddress)) == initrd)
     }
 }

@@ -1,3 +1,4 @@
+import SwiftletCore
 import SwiftletArch
 import SwiftletMemory
 import Testing
@@ -64,17 +65,17 @@ import Testing
 
     @Test func refusesBadProgramHeaderTables() {
         var image = CraftedELF().bytes
-        image.loaderPut(UInt64(image.count), at: 32)
+        image.storeLittleEndian(UInt64(image.count), at: 32)
         #expect(throws: invalid(.programHeadersOutsideFile(offset: UInt64(image.count), size: 168))) { try parse(image) }
-        image.loaderPut(UInt64.max - 10, at: 32)
+        image.storeLittleEndian(UInt64.max - 10, at: 32)
         #expect(throws: invalid(.programHeadersOutsideFile(offset: UInt64.max - 10, size: 168))) { try parse(image) }
         image = CraftedELF().bytes
-        image.loaderPut(UInt16(20), at: 54)
+        image.storeLittleEndian(UInt16(20), at: 54)
         #expect(throws: invalid(.badProgramHeaderSize(20))) { try parse(image) }
         image = CraftedELF().bytes
-        image.loaderPut(UInt16(0), at: 56)
+        image.storeLittleEndian(UInt16(0), at: 56)
         #expect(throws: invalid(.noProgramHeaders)) { try parse(image) }
-        image.loaderPut(UInt16(0xffff), at: 56)
+        image.storeLittleEndian(UInt16(0xffff), at: 56)
         #expect(throws: invalid(.tooManyProgramHeaders(count: 0xffff, maximum: 256))) { try parse(image) }
     }
 
@@ -87,27 +88,27 @@ import Testing
         }
         // p_offset + p_filesz overflows.
         var image = CraftedELF().bytes
-        image.loaderPut(UInt64(0xffff_ffff_ffff_ff00), at: header0 + 8)
+        image.storeLittleEndian(UInt64(0xffff_ffff_ffff_ff00), at: header0 + 8)
         #expect(throws: invalid(.segmentOutsideFile(index: 0, offset: 0xffff_ffff_ffff_ff00, size: 6000))) {
             try parse(image)
         }
         // A huge p_filesz (with an equally huge p_memsz).
         image = CraftedELF().bytes
-        image.loaderPut(UInt64.max, at: header0 + 32)
-        image.loaderPut(UInt64.max, at: header0 + 40)
+        image.storeLittleEndian(UInt64.max, at: header0 + 32)
+        image.storeLittleEndian(UInt64.max, at: header0 + 40)
         #expect(throws: invalid(.segmentOutsideFile(index: 0, offset: 240, size: UInt64.max))) { try parse(image) }
         // p_paddr + p_memsz overflows.
         image = CraftedELF().bytes
-        image.loaderPut(UInt64(0xffff_ffff_ffff_f000), at: header0 + 24)
+        image.storeLittleEndian(UInt64(0xffff_ffff_ffff_f000), at: header0 + 24)
         #expect(throws: invalid(.segmentAddressOverflow(index: 0, address: 0xffff_ffff_ffff_f000, size: 0x4000))) {
             try parse(image)
         }
         // A note segment past the end of the file.
         image = CraftedELF().bytes
         let noteHeader = CraftedELF.programHeaderOffset(2)
-        image.loaderPut(UInt64.max - 1, at: noteHeader + 8)
+        image.storeLittleEndian(UInt64.max - 1, at: noteHeader + 8)
         #expect(throws: invalid(.segmentOutsideFile(index: 2, offset: UInt64.max - 1,
-                                                    size: image.loaderGet(UInt64.self, at: noteHeader + 32)))) {
+                                                    size: image.loadLittleEndian(UInt64.self, at: noteHeader + 32)))) {
             try parse(image)
         }
         crafted = CraftedELF()
@@ -131,17 +132,17 @@ import Testing
         crafted = CraftedELF()
         crafted.leadingGNUNote = true
         var image = crafted.bytes
-        let noteOffset = Int(image.loaderGet(UInt64.self, at: CraftedELF.programHeaderOffset(2) + 8))
-        image.loaderPut(UInt32.max, at: noteOffset)
+        let noteOffset = Int(image.loadLittleEndian(UInt64.self, at: CraftedELF.programHeaderOffset(2) + 8))
+        image.storeLittleEndian(UInt32.max, at: noteOffset)
         #expect(throws: BootError.noPVHNote(path: "/x")) { try parse(image) }
-        image.loaderPut(UInt32(4), at: noteOffset)
-        image.loaderPut(UInt32.max - 2, at: noteOffset + 4)
+        image.storeLittleEndian(UInt32(4), at: noteOffset)
+        image.storeLittleEndian(UInt32.max - 2, at: noteOffset + 4)
         #expect(throws: BootError.noPVHNote(path: "/x")) { try parse(image) }
     }
 
     @Test func mutatedImagesNeverTrap() {
         let original = CraftedELF().bytes
-        let noteOffset = Int(original.loaderGet(UInt64.self, at: CraftedELF.programHeaderOffset(2) + 8))
+        let noteOffset = Int(original.loadLittleEndian(UInt64.self, at: CraftedELF.programHeaderOffset(2) + 8))
         var generator = LoaderSeededGenerator(seed: 1234)
         for round in 0..<3000 {
             var image = original
@@ -177,23 +178,23 @@ import Testing
         #expect(try memory.read(count: initrd.count, at: GuestAddress(initrdAddress)) == initrd)
 
         let info = try memory.read(count: 0x60 + 3 * 24, at: GuestAddress(0x7000))
-        #expect(info.loaderGet(UInt32.self, at: 0x00) == 0x336e_c578)  // magic
-        #expect(info.loaderGet(UInt32.self, at: 0x04) == 1)  // version
-        #expect(info.loaderGet(UInt32.self, at: 0x08) == 0)  // flags
-        #expect(info.loaderGet(UInt32.self, at: 0x0c) == 1)  // nr_modules
-        #expect(info.loaderGet(UInt64.self, at: 0x10) == 0x7040)  // modlist_paddr
-        #expect(info.loaderGet(UInt64.self, at: 0x18) == 0x2_0000)  // cmdline_paddr
-        #expect(info.loaderGet(UInt64.self, at: 0x20) == 0xe_0000)  // rsdp_paddr
-        #expect(info.loaderGet(UInt64.self, at: 0x28) == 0x7060)  // memmap_paddr
-        #expect(info.loaderGet(UInt32.self, at: 0x30) == 3)  // memmap_entries
-        #expect(info.loaderGet(UInt64.self, at: 0x40) == initrdAddress)  // module paddr
-        #expect(info.loaderGet(UInt64.self, at: 0x48) == 5000)  // module size
-        #expect(info.loaderGet(UInt64.self, at: 0x50) == 0)  // module cmdline_paddr
+        #expect(info.loadLittleEndian(UInt32.self, at: 0x00) == 0x336e_c578)  // magic
+        #expect(info.loadLittleEndian(UInt32.self, at: 0x04) == 1)  // version
+        #expect(info.loadLittleEndian(UInt32.self, at: 0x08) == 0)  // flags
+        #expect(info.loadLittleEndian(UInt32.self, at: 0x0c) == 1)  // nr_modules
+        #expect(info.loadLittleEndian(UInt64.self, at: 0x10) == 0x7040)  // modlist_paddr
+        #expect(info.loadLittleEndian(UInt64.self, at: 0x18) == 0x2_0000)  // cmdline_paddr
+        #expect(info.loadLittleEndian(UInt64.self, at: 0x20) == 0xe_0000)  // rsdp_paddr
+        #expect(info.loadLittleEndian(UInt64.self, at: 0x28) == 0x7060)  // memmap_paddr
+        #expect(info.loadLittleEndian(UInt32.self, at: 0x30) == 3)  // memmap_entries
+        #expect(info.loadLittleEndian(UInt64.self, at: 0x40) == initrdAddress)  // module paddr
+        #expect(info.loadLittleEndian(UInt64.self, at: 0x48) == 5000)  // module size
+        #expect(info.loadLittleEndian(UInt64.self, at: 0x50) == 0)  // module cmdline_paddr
         for (index, e) in e820.enumerated() {
             let base = 0x60 + 24 * index
-            #expect(info.loaderGet(UInt64.self, at: base) == e.address)
-            #expect(info.loaderGet(UInt64.self, at: base + 8) == e.size)
-            #expect(info.loaderGet(UInt32.self, at: base + 16) == e.kind.rawValue)
+            #expect(info.loadLittleEndian(UInt64.self, at: base) == e.address)
+            #expect(info.loadLittleEndian(UInt64.self, at: base + 8) == e.size)
+            #expect(info.loadLittleEndian(UInt32.self, at: base + 16) == e.kind.rawValue)
         }
     }
 

@@ -1,3 +1,4 @@
+import SwiftletCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -103,23 +104,6 @@ struct LoaderSeededGenerator: RandomNumberGenerator {
     }
 }
 
-/// Little-endian patching of crafted images.
-extension Array where Element == UInt8 {
-    mutating func loaderPut<T: FixedWidthInteger>(_ value: T, at offset: Int) {
-        for index in 0..<MemoryLayout<T>.size {
-            self[offset + index] = UInt8(truncatingIfNeeded: value >> (8 * index))
-        }
-    }
-
-    func loaderGet<T: FixedWidthInteger>(_ type: T.Type, at offset: Int) -> T {
-        var value: T = 0
-        for index in 0..<MemoryLayout<T>.size {
-            value |= T(self[offset + index]) << (8 * index)
-        }
-        return value
-    }
-}
-
 /// A crafted bzImage: a setup area with a setup header and a recognisable payload.
 struct CraftedBzImage {
     var setupSectors: UInt8 = 1
@@ -143,23 +127,23 @@ struct CraftedBzImage {
     var bytes: [UInt8] {
         var image = [UInt8](repeating: 0, count: setupSize)
         image[0x1f1] = setupSectors
-        image.loaderPut(systemParagraphs ?? UInt32((payload.count + 15) / 16), at: 0x1f4)
-        image.loaderPut(bootFlag, at: 0x1fe)
+        image.storeLittleEndian(systemParagraphs ?? UInt32((payload.count + 15) / 16), at: 0x1f4)
+        image.storeLittleEndian(bootFlag, at: 0x1fe)
         image[0x200] = 0xeb
         image[0x201] = 0x6a  // jump over the header: it ends at 0x26c
         image.replaceSubrange(0x202..<0x206, with: Array("HdrS".utf8))
-        image.loaderPut(version, at: 0x206)
+        image.storeLittleEndian(version, at: 0x206)
         image[0x211] = loadFlags
-        image.loaderPut(UInt32(0x10_0000), at: 0x214)  // code32_start
-        image.loaderPut(initrdAddressMax, at: 0x22c)
-        image.loaderPut(kernelAlignment, at: 0x230)
+        image.storeLittleEndian(UInt32(0x10_0000), at: 0x214)  // code32_start
+        image.storeLittleEndian(initrdAddressMax, at: 0x22c)
+        image.storeLittleEndian(kernelAlignment, at: 0x230)
         image[0x234] = relocatable
-        image.loaderPut(xloadFlags, at: 0x236)
-        image.loaderPut(commandLineSize, at: 0x238)
-        image.loaderPut(UInt32(0x100), at: 0x248)  // payload_offset
-        image.loaderPut(UInt32(payload.count / 2), at: 0x24c)  // payload_length
-        image.loaderPut(preferredAddress, at: 0x258)
-        image.loaderPut(initSize, at: 0x260)
+        image.storeLittleEndian(xloadFlags, at: 0x236)
+        image.storeLittleEndian(commandLineSize, at: 0x238)
+        image.storeLittleEndian(UInt32(0x100), at: 0x248)  // payload_offset
+        image.storeLittleEndian(UInt32(payload.count / 2), at: 0x24c)  // payload_length
+        image.storeLittleEndian(preferredAddress, at: 0x258)
+        image.storeLittleEndian(initSize, at: 0x260)
         image[0x26b] = 0x5a  // last header byte, to check the copy length
         image[0x26c] = 0xee  // first byte after the header: must not be copied
         return image + payload
@@ -200,9 +184,9 @@ struct CraftedELF {
         func note(name: String, type: UInt32, descriptor: [UInt8]) {
             let nameBytes = Array(name.utf8) + [0]
             var header = [UInt8](repeating: 0, count: 12)
-            header.loaderPut(UInt32(nameBytes.count), at: 0)
-            header.loaderPut(UInt32(descriptor.count), at: 4)
-            header.loaderPut(type, at: 8)
+            header.storeLittleEndian(UInt32(nameBytes.count), at: 0)
+            header.storeLittleEndian(UInt32(descriptor.count), at: 4)
+            header.storeLittleEndian(type, at: 8)
             notes += header + nameBytes
             pad()
             notes += descriptor
@@ -225,38 +209,38 @@ struct CraftedELF {
         image[4] = elfClass
         image[5] = dataEncoding
         image[6] = 1
-        image.loaderPut(type, at: 16)
-        image.loaderPut(machine, at: 18)
-        image.loaderPut(UInt32(1), at: 20)
-        image.loaderPut(UInt64(0xffff_ffff_8100_0000), at: 24)  // e_entry (virtual; unused for PVH)
-        image.loaderPut(UInt64(64), at: 32)  // e_phoff
-        image.loaderPut(UInt16(64), at: 52)
-        image.loaderPut(UInt16(56), at: 54)
-        image.loaderPut(UInt16(headerCount), at: 56)
+        image.storeLittleEndian(type, at: 16)
+        image.storeLittleEndian(machine, at: 18)
+        image.storeLittleEndian(UInt32(1), at: 20)
+        image.storeLittleEndian(UInt64(0xffff_ffff_8100_0000), at: 24)  // e_entry (virtual; unused for PVH)
+        image.storeLittleEndian(UInt64(64), at: 32)  // e_phoff
+        image.storeLittleEndian(UInt16(64), at: 52)
+        image.storeLittleEndian(UInt16(56), at: 54)
+        image.storeLittleEndian(UInt16(headerCount), at: 56)
         for (index, segment) in segments.enumerated() {
             while image.count % 16 != 0 { image.append(0) }
             let offset = image.count
             image += segment.data
             let base = Self.programHeaderOffset(index)
-            image.loaderPut(UInt32(1), at: base)
-            image.loaderPut(UInt32(7), at: base + 4)
-            image.loaderPut(UInt64(offset), at: base + 8)
-            image.loaderPut(segment.address | 0xffff_ffff_0000_0000, at: base + 16)
-            image.loaderPut(segment.address, at: base + 24)
-            image.loaderPut(UInt64(segment.data.count), at: base + 32)
-            image.loaderPut(segment.memorySize, at: base + 40)
-            image.loaderPut(UInt64(0x1000), at: base + 48)
+            image.storeLittleEndian(UInt32(1), at: base)
+            image.storeLittleEndian(UInt32(7), at: base + 4)
+            image.storeLittleEndian(UInt64(offset), at: base + 8)
+            image.storeLittleEndian(segment.address | 0xffff_ffff_0000_0000, at: base + 16)
+            image.storeLittleEndian(segment.address, at: base + 24)
+            image.storeLittleEndian(UInt64(segment.data.count), at: base + 32)
+            image.storeLittleEndian(segment.memorySize, at: base + 40)
+            image.storeLittleEndian(UInt64(0x1000), at: base + 48)
         }
         while image.count % 8 != 0 { image.append(0) }
         let noteOffset = image.count
         let noteBytes = notes
         image += noteBytes
         let base = Self.programHeaderOffset(segments.count)
-        image.loaderPut(UInt32(4), at: base)
-        image.loaderPut(UInt64(noteOffset), at: base + 8)
-        image.loaderPut(UInt64(noteBytes.count), at: base + 32)
-        image.loaderPut(UInt64(noteBytes.count), at: base + 40)
-        image.loaderPut(UInt64(noteAlignment), at: base + 48)
+        image.storeLittleEndian(UInt32(4), at: base)
+        image.storeLittleEndian(UInt64(noteOffset), at: base + 8)
+        image.storeLittleEndian(UInt64(noteBytes.count), at: base + 32)
+        image.storeLittleEndian(UInt64(noteBytes.count), at: base + 40)
+        image.storeLittleEndian(UInt64(noteAlignment), at: base + 48)
         return image
     }
 }
