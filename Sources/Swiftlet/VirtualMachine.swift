@@ -228,7 +228,7 @@ final class MachineEventRecorder: MachineEventSink {
                 state.bootComplete = elapsed
                 return true
             }
-            if first { logger.info("guest boot complete \(milliseconds(since: startTime)) ms after Swiftlet started") }
+            if first { logger.info("guest boot complete \(milliseconds(elapsed)) ms after Swiftlet started") }
         case let .exitStatus(status):
             state.withLock { $0.exitStatus = status }
         }
@@ -236,9 +236,11 @@ final class MachineEventRecorder: MachineEventSink {
 }
 
 /// Whole milliseconds from `start` to now.
-func milliseconds(since start: ContinuousClock.Instant) -> Int64 {
-    let elapsed = ContinuousClock.now - start
-    return elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000
+func milliseconds(since start: ContinuousClock.Instant) -> Int64 { milliseconds(ContinuousClock.now - start) }
+
+/// `duration` in whole milliseconds.
+func milliseconds(_ duration: Duration) -> Int64 {
+    duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
 }
 
 /// The host's wall clock.

@@ -27,32 +27,6 @@ public enum ByteSize {
     }
 }
 
-/// Standard base64 (RFC 4648) encoding, used to pass the guest command on the kernel command line
-/// without any quoting issues.
-public enum Base64 {
-    private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
-
-    /// Encodes `bytes`.
-    public static func encode(_ bytes: some Collection<UInt8>) -> String {
-        let input = Array(bytes)
-        var output: [UInt8] = []
-        output.reserveCapacity((input.count + 2) / 3 * 4)
-        var index = 0
-        while index < input.count {
-            let chunk = input[index..<min(index + 3, input.count)]
-            let b0 = chunk[chunk.startIndex]
-            let b1 = chunk.count > 1 ? chunk[chunk.startIndex + 1] : 0
-            let b2 = chunk.count > 2 ? chunk[chunk.startIndex + 2] : 0
-            output.append(alphabet[Int(b0 >> 2)])
-            output.append(alphabet[Int((b0 & 0x3) << 4 | b1 >> 4)])
-            output.append(chunk.count > 1 ? alphabet[Int((b1 & 0xf) << 2 | b2 >> 6)] : UInt8(ascii: "="))
-            output.append(chunk.count > 2 ? alphabet[Int(b2 & 0x3f)] : UInt8(ascii: "="))
-            index += 3
-        }
-        return String(decoding: output, as: UTF8.self)
-    }
-}
-
 /// Quotes words for a POSIX shell so that `sh -c` sees exactly the original arguments.
 public func shellQuote(_ words: [String]) -> String {
     words.map { word in
@@ -61,12 +35,6 @@ public func shellQuote(_ words: [String]) -> String {
         }) {
             return word
         }
-        return "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'"
+        return "'" + word.replacing("'", with: "'\\''") + "'"
     }.joined(separator: " ")
-}
-
-extension String {
-    fileprivate func replacingOccurrences(of target: String, with replacement: String) -> String {
-        split(separator: target, omittingEmptySubsequences: false).joined(separator: replacement)
-    }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FoundationEssentials
 import Logging
 import Swiftlet
 
@@ -87,7 +88,7 @@ public struct RunCommand: ParsableCommand {
     public var kernelCommandLine: String {
         var line = cmdline ?? Self.defaultCommandLine
         if !command.isEmpty {
-            line += " swiftlet.cmd=" + Base64.encode(Array(shellQuote(command).utf8))
+            line += " swiftlet.cmd=" + Data(shellQuote(command).utf8).base64EncodedString()
         }
         return line
     }
