@@ -6,6 +6,8 @@
 #include <string.h>
 #include <pthread.h>
 #include <sys/ioctl.h>
+#include <termios.h>
+#include <unistd.h>
 
 int ckvm_ioctl(int fd, unsigned long request, unsigned long argument) {
     int result = ioctl(fd, request, argument);
@@ -68,3 +70,53 @@ int ckvm_set_thread_name(const char *name) {
     truncated[sizeof(truncated) - 1] = 0;
     return pthread_setname_np(pthread_self(), truncated);
 }
+
+/* Terminal restoration on fatal signals. */
+static struct termios saved_terminal;
+static volatile sig_atomic_t terminal_saved;
+
+static void restore_terminal_handler(int signo, siginfo_t *info, void *context) {
+    (void)context;
+    if (terminal_saved) tcsetattr(0, TCSANOW, &saved_terminal);
+    signal(signo, SIG_DFL);
+    /* A fault (si_code > 0 for SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP) re-faults on return and
+     * takes the default action with its real context; anything sent or raised is raised again. */
+    int synchronous = (signo == SIGSEGV || signo == SIGBUS || signo == SIGILL || signo == SIGFPE ||
+                       signo == SIGTRAP) && info != NULL && info->si_code > 0;
+    if (!synchronous) raise(signo);
+}
+
+/* Installs the handler on `signo` if its disposition is still the default (another component's
+ * handler, e.g. a crash reporter, is left in place). */
+static int guard_signal(int signo) {
+    struct sigaction current;
+    if (sigaction(signo, NULL, &current) != 0) return -errno;
+    if ((current.sa_flags & SA_SIGINFO) || current.sa_handler != SIG_DFL) return 0;
+    struct sigaction action;
+    memset(&action, 0, sizeof(action));
+    action.sa_sigaction = restore_terminal_handler;
+    action.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&action.sa_mask);
+    return sigaction(signo, &action, NULL) == 0 ? 0 : -errno;
+}
+
+int ckvm_restore_terminal_on_fatal_signals(const struct termios *saved) {
+    static const int fixed[] = {SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR,
+                                SIGXCPU, SIGXFSZ, SIGSTKFLT, SIGSYS, SIGABRT, SIGSEGV, SIGBUS, SIGILL,
+                                SIGFPE, SIGTRAP};
+    saved_terminal = *saved;
+    terminal_saved = 1;
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+        int result = guard_signal(fixed[i]);
+        if (result != 0) return result;
+    }
+    /* Real-time signals end the process by default too (glibc keeps the first two for itself). */
+    for (int signo = SIGRTMIN; signo <= SIGRTMAX; signo++) {
+        if (signo == ckvm_kick_signal()) continue;
+        int result = guard_signal(signo);
+        if (result != 0) return result;
+    }
+    return 0;
+}
+
+void ckvm_forget_terminal(void) { terminal_saved = 0; }

@@ -23,6 +23,11 @@ public final class VirtualMachine: Sendable {
     private let control: RunControl
     private let events: MachineEventRecorder
     private let serial: SharedDevice<Serial16550>
+    private let consoleOutput: ConsoleOutput?
+    private let consoleInput: ConsoleInputQueue?
+    /// How many times ``stop()`` was called: buffered console output is not waited for beyond the
+    /// grace a stop request gets.
+    private let stopRequests = Atomic<Int>(0)
     private let startTime: ContinuousClock.Instant
 
     /// Builds the machine described by `configuration`.
@@ -122,20 +127,43 @@ public final class VirtualMachine: Sendable {
         }
 
         // The interpreters: legacy devices on the PIO bus, Swiftlet's control page on the MMIO bus.
-        let console: any OutputSink
-        switch configuration.console {
-        case .stdio: console = FileDescriptorSink.standardOutput
-        case .off: console = DiscardingSink()
-        case let .file(path):
-            do {
-                console = try FileDescriptorSink(creatingFileAt: path)
-            } catch {
-                throw SwiftletError(.usage, "cannot open console file \"\(path)\": \(error)")
+        // The console is buffered: vCPUs never wait on its reader (see ConsoleOutput).
+        let log = logger
+        let reportFailure: @Sendable (String) -> Void = { message in log.warning("\(message)") }
+        do {
+            switch configuration.console {
+            case .stdio:
+                consoleOutput = try ConsoleOutput(fd: 1, owned: false, name: "standard output", onFailure: reportFailure)
+                consoleInput = try ConsoleInputQueue()
+            case .off:
+                consoleOutput = nil
+                consoleInput = nil
+            case let .file(path):
+                var inputs = [(FileIdentity, String)]()
+                if let kernel = FileIdentity(path: configuration.kernelPath) { inputs.append((kernel, "kernel")) }
+                if let initrdPath = configuration.initrdPath, let initrd = FileIdentity(path: initrdPath) {
+                    inputs.append((initrd, "initrd"))
+                }
+                let fd: Int32
+                do {
+                    fd = try ConsoleFile.open(path, inputs: inputs)
+                } catch {
+                    throw SwiftletError(.usage, error.description)
+                }
+                consoleOutput = try ConsoleOutput(fd: fd, owned: true, name: "\"\(path)\"", onFailure: reportFailure)
+                consoleInput = nil
             }
+        } catch let error as SwiftletError {
+            throw error
+        } catch {
+            throw SwiftletError(.host, "\(error)")
         }
         let serialIRQ: any InterruptLine = configuration.inKernelIRQChip
             ? vm.interruptLine(gsi: X86Layout.com1IRQ) : NoInterruptLine()
-        serial = SharedDevice(Serial16550(irq: serialIRQ, output: console))
+        let serial = SharedDevice(Serial16550(irq: serialIRQ, output: consoleOutput ?? DiscardingSink(),
+                                              input: consoleInput ?? NoInput()))
+        self.serial = serial
+        consoleOutput?.onRoom { serial.withLock { $0.outputRoomAvailable() } }
         var pio = Bus(name: "PIO")
         var mmio = Bus(name: "MMIO")
         do {
@@ -150,25 +178,35 @@ public final class VirtualMachine: Sendable {
         } catch {
             throw SwiftletError(.host, error.description)
         }
-        let log = logger
         router = ExitRouter(pio: pio, mmio: mmio, unhandled: UnhandledAccessLog { message in log.debug("\(message)") })
         control.attach(vcpus)
     }
 
-    /// Feeds console input to the guest's UART, waiting (polling every 5 ms) while its FIFO is full or
-    /// its driver is not listening yet.
-    public func sendConsoleInput(_ bytes: [UInt8]) {
+    /// Queues console input for the guest's UART, which takes it as its driver reads.
+    ///
+    /// Never waits for the guest unless `waitForRoom` is set: then, while the queue is full, it
+    /// waits until the guest has read some (for piped input, which must not be lost). Without it
+    /// input beyond the queue's capacity (64 KiB) is dropped, as a real line overruns; a terminal's
+    /// reader uses that, so that the console escape is seen whatever the guest does. Returns
+    /// early if the machine stops.
+    public func sendConsoleInput(_ bytes: [UInt8], waitForRoom: Bool) {
+        guard let consoleInput else { return }
         var rest = bytes[...]
         while !rest.isEmpty && !control.isStopping {
-            let chunk = Array(rest)
-            let accepted = serial.withLock { $0.enqueueInput(chunk) }
-            rest = rest.dropFirst(accepted)
-            if !rest.isEmpty { sleepMilliseconds(5) }
+            let queued = consoleInput.append(rest)
+            rest = rest.dropFirst(queued)
+            if queued > 0 { _ = serial.withLock { $0.receiveInput() } }
+            if rest.isEmpty || !waitForRoom { return }
+            consoleInput.waitForRoom()
         }
     }
 
-    /// Asks the machine to stop; ``run()`` then returns with ``StopReason/requested``.
-    public func stop() { control.stop(.requested) }
+    /// Asks the machine to stop; ``run()`` then returns with ``StopReason/requested``, waiting at
+    /// most a second for buffered console output (none if the machine had already stopped).
+    public func stop() {
+        stopRequests.add(1, ordering: .acquiringAndReleasing)
+        control.stop(.requested)
+    }
 
     /// Runs the machine on one OS thread per vCPU until it stops, and reports how it ended.
     public func run() -> RunOutcome {
@@ -195,6 +233,18 @@ public final class VirtualMachine: Sendable {
             }
         }
         for thread in threads { thread.join() }
+        if let consoleOutput {
+            // Deliver what the guest printed: all of it after the guest ended the machine, for a
+            // second at most after the stop request that ended it, and no longer once stop() is
+            // called (again).
+            let requested = control.reason == .requested
+            let deadline: ContinuousClock.Instant? = requested ? .now + .seconds(1) : nil
+            let allowedStops = requested ? 1 : 0
+            consoleOutput.drain(until: deadline) { stopRequests.load(ordering: .acquiring) > allowedStops }
+            consoleOutput.shutDown()
+            let dropped = consoleOutput.droppedBytes
+            if dropped > 0 { logger.info("\(dropped) bytes of guest console output were dropped") }
+        }
         return RunOutcome(reason: control.reason ?? .requested, guestExitStatus: events.exitStatus,
                           bootCompleteAfter: events.bootCompleteAfter)
     }

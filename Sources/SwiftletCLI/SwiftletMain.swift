@@ -24,14 +24,24 @@ public enum SwiftletMain {
     public static let failure: Int32 = 1
 
     /// Runs `swiftlet` with `arguments` (without the program name) and returns the exit status.
+    ///
+    /// Termination signals are answered from the first line on: before the machine exists they end
+    /// the process at once (status 128 + N); afterwards they stop the machine.
     public static func run(arguments: [String], startTime: ContinuousClock.Instant) -> Int32 {
         TerminationSignals.block()
+        let session = Session()
+        do {
+            try TerminationSignals.handle { session.terminate(by: $0) }
+        } catch {
+            printError(error.description)
+            return failure
+        }
         let command: RunCommand
         do {
-            var parsed = try SwiftletCommand.parseAsRoot(arguments)
+            let parsed = try SwiftletCommand.parseAsRoot(arguments)
             guard let run = parsed as? RunCommand else {
-                try parsed.run()          // the root command only prints help
-                return 0
+                printError("no subcommand given; use `swiftlet run [OPTIONS] [-- CMD ARGS...]` (see `swiftlet --help`)")
+                return usageError
             }
             command = run
         } catch {
@@ -43,15 +53,14 @@ public enum SwiftletMain {
             printError(SwiftletCommand.message(for: error))
             return usageError
         }
-        return execute(command, startTime: startTime)
+        return execute(command, session: session, startTime: startTime)
     }
 
     static func printError(_ message: String) {
-        let line = "swiftlet: error: " + message.split(separator: "\n").joined(separator: "; ") + "\n"
-        StandardErrorSink.write(line)
+        StandardError.write("swiftlet: error: " + message.split(separator: "\n").joined(separator: "; ") + "\n")
     }
 
-    static func execute(_ command: RunCommand, startTime: ContinuousClock.Instant) -> Int32 {
+    static func execute(_ command: RunCommand, session: Session, startTime: ContinuousClock.Instant) -> Int32 {
         var logger = Logger(label: "swiftlet") { StreamLogHandler.standardError(label: $0) }
         logger.logLevel = Logger.Level(rawValue: command.logLevel) ?? .warning
         var environment: [String: String] = [:]
@@ -65,32 +74,33 @@ public enum SwiftletMain {
             printError(error.message)
             return error.kind == .usage ? usageError : failure
         }
-        let received = SignalBox()
+        session.attach(machine)
         do {
-            try TerminationSignals.handle { signal in
-                received.set(signal)
-                machine.stop()
-            }
             if configuration.console == .stdio {
                 if Terminal.standardInputIsTerminal {
+                    // Raw mode hands Ctrl-C to the guest; the escape is seen as it is typed because
+                    // this thread never waits for the guest (input it does not read is dropped
+                    // beyond 64 KiB, as on a real line).
                     Terminal.enterRawMode()
                     let escape = Mutex(ConsoleEscape())
                     try StandardInputPump.start { bytes in
                         let (forward, quit) = escape.withLock { $0.filter(bytes) }
-                        machine.sendConsoleInput(forward)
+                        machine.sendConsoleInput(forward, waitForRoom: false)
                         if quit { machine.stop() }
                     }
                 } else {
-                    try StandardInputPump.start { bytes in machine.sendConsoleInput(bytes) }
+                    // Piped input is never dropped: the reader waits while the guest's queue is full.
+                    try StandardInputPump.start { bytes in machine.sendConsoleInput(bytes, waitForRoom: true) }
                 }
             }
         } catch {
+            Terminal.restore()
             printError(error.description)
             return failure
         }
         let outcome = machine.run()
         Terminal.restore()
-        let (status, message) = exitStatus(for: outcome, signal: received.value)
+        let (status, message) = exitStatus(for: outcome, signal: session.signal)
         if let message { printError(message) }
         return status
     }
@@ -112,14 +122,24 @@ public enum SwiftletMain {
     }
 }
 
-/// The last termination signal received.
-final class SignalBox: Sendable {
-    private let signal = Mutex<Int32?>(nil)
-    func set(_ value: Int32) { signal.withLock { $0 = value } }
-    var value: Int32? { signal.withLock { $0 } }
-}
+/// What a termination signal acts on: the process while the machine is being built, then the
+/// machine; and the last signal received.
+final class Session: Sendable {
+    private let state = Mutex<(machine: VirtualMachine?, signal: Int32?)>((nil, nil))
 
-/// Writes Swiftlet's own messages to standard error.
-enum StandardErrorSink {
-    static func write(_ text: String) { FileDescriptorSink.standardError.write(Array(text.utf8)) }
+    /// From now on, signals stop `machine` instead of ending the process.
+    func attach(_ machine: VirtualMachine) { state.withLock { $0.machine = machine } }
+
+    /// The last termination signal received.
+    var signal: Int32? { state.withLock { $0.signal } }
+
+    /// Answers a termination signal (on the signal thread).
+    func terminate(by signal: Int32) {
+        let machine = state.withLock { state -> VirtualMachine? in
+            state.signal = signal
+            return state.machine
+        }
+        guard let machine else { TerminationSignals.exitNow(after: signal) }
+        machine.stop()
+    }
 }

@@ -7,10 +7,30 @@ public protocol InterruptLine: Sendable {
     func trigger()
 }
 
-/// Where a device's output bytes go (a terminal, a file, nowhere).
+/// The far end of a device's output line (a terminal, a pipe, a file, nowhere), which may be
+/// slower than the guest.
+///
+/// A sink buffers up to a bound. A device asks for ``room`` before it reports itself ready to send
+/// (a UART's THR-empty), so a slow reader holds the guest back, as a real serial line does,
+/// instead of blocking the vCPU thread in a host `write`.
 public protocol OutputSink: Sendable {
-    /// Writes `bytes`. Must not block for long: it runs on a vCPU thread.
-    func write(_ bytes: [UInt8])
+    /// How many more bytes the sink takes now without holding the sender back (`Int.max` if it
+    /// never does). Cheap: called on every status read.
+    var room: Int { get }
+    /// Sends one byte. Returns `false` if the sink was full and dropped it (a sender that ignored
+    /// ``room``). Never blocks and never allocates: it runs on a vCPU thread.
+    func write(_ byte: UInt8) -> Bool
+}
+
+/// Where a device's input bytes come from (a terminal, a pipe), held until the device has room.
+///
+/// The device pulls: it takes what fits whenever room appears in its own buffer, so the host side
+/// never waits on the guest (and a console escape typed after unread input is still seen).
+public protocol InputSource: Sendable {
+    /// Whether no input is waiting. Cheap: called on every device access.
+    var isEmpty: Bool { get }
+    /// Takes up to `limit` waiting bytes, oldest first, handing each to `body`; returns how many.
+    func take(upTo limit: Int, _ body: (UInt8) -> Void) -> Int
 }
 
 /// The host's wall clock, as seen by clock devices.
@@ -39,9 +59,18 @@ public protocol MachineEventSink: Sendable {
     func handle(_ event: MachineEvent)
 }
 
-/// An ``OutputSink`` that drops everything.
+/// An ``OutputSink`` that drops everything and never holds the sender back.
 public struct DiscardingSink: OutputSink {
     /// Creates the sink.
     public init() {}
-    public func write(_ bytes: [UInt8]) {}
+    public var room: Int { .max }
+    public func write(_ byte: UInt8) -> Bool { true }
+}
+
+/// An ``InputSource`` that never has input.
+public struct NoInput: InputSource {
+    /// Creates the source.
+    public init() {}
+    public var isEmpty: Bool { true }
+    public func take(upTo limit: Int, _ body: (UInt8) -> Void) -> Int { 0 }
 }

@@ -18,34 +18,46 @@ import SwiftletCore
 /// DLL and DLM replace RBR/THR and IER while LCR.DLAB (bit 7) is set.
 ///
 /// Behaviour, kept to what Linux's 8250 driver needs:
-/// - Output is instantaneous: THR writes go to the ``OutputSink`` one byte per call, and LSR
-///   always reports THRE and TEMT. Baud rate, word length and parity are stored but have no effect.
+/// - Output goes to the ``OutputSink`` one byte per THR write. The transmitter is ready (LSR
+///   reports THRE and TEMT) while the sink has room for a whole 16-byte transmit FIFO, which is
+///   what Linux's 8250 driver writes after each THR-empty interrupt without looking at LSR. When
+///   the sink is fuller (its reader is slow or stalled) the transmitter stays busy: no THRE, no
+///   THR-empty interrupt, until the host calls ``outputRoomAvailable()``. So a slow reader slows
+///   the guest's output down and loses none of it, and no vCPU thread ever waits on a host
+///   `write`. Baud rate, word length and parity are stored but have no effect.
+/// - Host input waits in an ``InputSource`` and is pulled into the receive FIFO whenever the
+///   guest listens and the FIFO has room (after every guest access, and when the host calls
+///   ``receiveInput()``), so the host never waits on the guest.
 /// - The receive FIFO always holds up to 64 bytes (also in 16450 mode, with FIFOs disabled).
 ///   Only the "received data available" interrupt is modelled: there is no trigger level and no
 ///   character-timeout interrupt; any data in the FIFO raises it.
 /// - In loopback mode (MCR bit 4) THR bytes go into the receive FIFO instead of the sink, MSR's
 ///   top nibble mirrors MCR bits 0–3, and the line from the host is disconnected:
-///   ``enqueueInput(_:)`` accepts nothing until loopback is turned off. A loopback byte that finds
+///   no host input is taken until loopback is turned off. A loopback byte that finds
 ///   the FIFO full is dropped and sets LSR.OE (cleared by reading LSR).
 /// - The modem-status and line-status interrupts are never raised; MSR's delta bits always read 0.
 /// - Interrupts are edges on the injected ``InterruptLine``, raised when a condition becomes
-///   pending while enabled: IER.ETBEI going from 0 to 1 (THR is always empty), every THR write
-///   while ETBEI is set, host or loopback input while IER.ERBFI is set, and IER.ERBFI going from
-///   0 to 1 while the FIFO holds data.
+///   pending while enabled: IER.ETBEI going from 0 to 1 while the transmitter is ready, every THR
+///   write that leaves it ready while ETBEI is set, the transmitter becoming ready again while
+///   ETBEI is set, host or loopback input while IER.ERBFI is set, and IER.ERBFI going from 0 to 1
+///   while the FIFO holds data.
 /// - Registers are one byte wide: accesses of any other width read 0 and writes are ignored, as
 ///   are accesses at offsets past 7.
 ///
 /// Threat model:
 /// - Input: every register access comes from the guest (any offset, width and value, in any
-///   order); ``enqueueInput(_:)`` comes from the host terminal or a file.
+///   order); host input comes from the host terminal or a pipe through the ``InputSource``.
 /// - Threat: a guest (or host input) that tries to trap the VMM with out-of-range values,
 ///   overflow the receive FIFO to grow memory without bound, or flood the host with interrupts.
 /// - Mitigation: values are masked to their register widths, every index is bounds-checked, the
-///   FIFO is capped at 64 bytes (excess host input is refused, excess loopback bytes are dropped),
-///   and each guest access raises at most one interrupt edge.
+///   FIFO is capped at 64 bytes (host input beyond it stays with the host, excess loopback bytes
+///   are dropped), a guest that writes THR while the transmitter is busy only loses its own bytes
+///   (the sink is bounded and never blocks), and each guest access raises at most one interrupt edge.
 public struct Serial16550: BusDevice {
     /// The capacity of the receive FIFO in bytes.
     public static let fifoCapacity = 64
+    /// The size of the transmit FIFO: the transmitter is ready while the sink has this much room.
+    public static let transmitFIFOSize = 16
 
     /// The UART's guest-visible registers and receive FIFO, for snapshots.
     public struct State: Codable, Equatable, Sendable {
@@ -123,13 +135,18 @@ public struct Serial16550: BusDevice {
     private var current: State
     private let irq: any InterruptLine
     private let output: any OutputSink
+    private let input: any InputSource
+    /// The transmitter went busy (the sink was full) and owes a THR-empty once there is room.
+    /// Host-side flow control, not guest state: a restored UART starts with an empty sink.
+    private var waitingForRoom = false
 
-    /// Creates a UART in `state` (power-on state by default) that raises `irq` and sends THR bytes
-    /// to `output`.
+    /// Creates a UART in `state` (power-on state by default) that raises `irq`, sends THR bytes
+    /// to `output` and takes host input from `input`.
     ///
     /// A restored receive FIFO longer than ``fifoCapacity`` is cut to its first 64 bytes, and
     /// registers are masked to their valid bits.
-    public init(state: State = State(), irq: any InterruptLine, output: any OutputSink) {
+    public init(state: State = State(), irq: any InterruptLine, output: any OutputSink,
+                input: any InputSource = NoInput()) {
         var state = state
         state.interruptEnable &= 0x0F
         state.modemControl &= 0x1F
@@ -140,12 +157,13 @@ public struct Serial16550: BusDevice {
         self.current = state
         self.irq = irq
         self.output = output
+        self.input = input
     }
 
     /// The guest-visible state, for snapshots.
     public var state: State { current }
 
-    /// How many more bytes ``enqueueInput(_:)`` would accept now (0 in loopback mode).
+    /// How many more host bytes the receive FIFO would take now.
     ///
     /// Zero while the guest is not listening: until its driver has opened the port (receive-data
     /// interrupts on *and* MCR OUT2 set, so a probe that writes IER for a read-back test does not
@@ -157,30 +175,49 @@ public struct Serial16550: BusDevice {
         return max(0, Self.fifoCapacity - current.receiveFIFO.count)
     }
 
-    /// Feeds bytes from the host into the receive FIFO and returns how many were accepted.
-    ///
-    /// Accepts at most ``inputSpace`` bytes, from the front of `bytes`; the caller keeps the rest
-    /// and retries later. Raises one interrupt edge if any byte was accepted and IER.ERBFI is set.
-    public mutating func enqueueInput(_ bytes: [UInt8]) -> Int {
-        let accepted = min(bytes.count, inputSpace)
-        guard accepted > 0 else { return 0 }
-        current.receiveFIFO.append(contentsOf: bytes.prefix(accepted))
-        if current.interruptEnable & Self.ierReceiveData != 0 {
+    /// Moves waiting host input from the ``InputSource`` into the receive FIFO, as much as
+    /// ``inputSpace`` allows, and returns how many bytes moved. Raises one interrupt edge if any
+    /// did and IER.ERBFI is set. The host calls it when new input arrives; guest accesses call it
+    /// too, so input that waited for room or for the driver follows on its own.
+    @discardableResult
+    public mutating func receiveInput() -> Int {
+        let source = input
+        guard !source.isEmpty else { return 0 }
+        let space = inputSpace
+        guard space > 0 else { return 0 }
+        let moved = source.take(upTo: space) { current.receiveFIFO.append($0) }
+        if moved > 0, current.interruptEnable & Self.ierReceiveData != 0 {
             irq.trigger()
         }
-        return accepted
+        return moved
+    }
+
+    /// Whether the transmitter can take a byte without holding the guest back: always in loopback,
+    /// otherwise while the sink has room for a whole transmit FIFO.
+    public var transmitterReady: Bool { isLoopback || output.room >= Self.transmitFIFOSize }
+
+    /// Tells the UART that its sink has drained: if the transmitter went busy and is ready again,
+    /// THR-empty becomes pending and, with IER.ETBEI set, one interrupt edge is raised.
+    public mutating func outputRoomAvailable() {
+        guard waitingForRoom, transmitterReady else { return }
+        waitingForRoom = false
+        current.transmitterEmptyPending = true
+        if current.interruptEnable & Self.ierTransmitterEmpty != 0 { irq.trigger() }
     }
 
     /// Emulates a guest read; see the type's documentation for the register map.
     public mutating func read(at offset: UInt64, width: AccessWidth) -> UInt64 {
         guard width == .byte else { return 0 }
-        return UInt64(readRegister(offset))
+        let value = readRegister(offset)
+        receiveInput()
+        return UInt64(value)
     }
 
     /// Emulates a guest write; see the type's documentation for the register map.
     public mutating func write(at offset: UInt64, width: AccessWidth, value: UInt64) {
         guard width == .byte else { return }
         writeRegister(offset, UInt8(truncatingIfNeeded: value))
+        receiveInput()
     }
 
     // MARK: - Registers
@@ -202,7 +239,7 @@ public struct Serial16550: BusDevice {
         case Self.mcrOffset:
             return current.modemControl
         case Self.lsrOffset:
-            var status = Self.lsrTHREmpty | Self.lsrTransmitterEmpty
+            var status: UInt8 = transmitterReady ? Self.lsrTHREmpty | Self.lsrTransmitterEmpty : 0
             if !current.receiveFIFO.isEmpty { status |= Self.lsrDataReady }
             if current.overrun { status |= Self.lsrOverrun }
             current.overrun = false
@@ -276,9 +313,14 @@ public struct Serial16550: BusDevice {
         var raise = false
         if value & Self.ierTransmitterEmpty != 0 {
             if old & Self.ierTransmitterEmpty == 0 {
-                // THR is always empty, so enabling its interrupt makes it pending at once.
-                current.transmitterEmptyPending = true
-                raise = true
+                // Enabling the interrupt while THR is empty makes it pending at once; while the
+                // transmitter is busy, it follows when the sink drains.
+                if transmitterReady {
+                    current.transmitterEmptyPending = true
+                    raise = true
+                } else {
+                    waitingForRoom = true
+                }
             }
         } else {
             current.transmitterEmptyPending = false
@@ -299,11 +341,17 @@ public struct Serial16550: BusDevice {
                 current.overrun = true
             }
         } else {
-            output.write([byte])
+            _ = output.write(byte)     // a full sink drops and counts it: the guest ignored THRE
         }
-        // Writing THR acknowledges THR-empty; the byte leaves at once, so THR is empty again.
-        current.transmitterEmptyPending = true
-        if current.interruptEnable & Self.ierTransmitterEmpty != 0 { raise = true }
+        // Writing THR acknowledges THR-empty. The byte leaves for the sink at once, so THR is
+        // empty again unless the sink is now too full to take a whole transmit FIFO.
+        if transmitterReady {
+            current.transmitterEmptyPending = true
+            if current.interruptEnable & Self.ierTransmitterEmpty != 0 { raise = true }
+        } else {
+            current.transmitterEmptyPending = false
+            waitingForRoom = true
+        }
         if raise { irq.trigger() }
     }
 }

@@ -4,47 +4,116 @@ import Glibc
 import SwiftletCore
 import SystemPackage
 
-/// An ``OutputSink`` that writes to a file descriptor, retrying short writes and `EINTR`.
-///
-/// If the reader goes away (`EPIPE`) or the file fails, output is dropped rather than stopping
-/// the guest.
-public final class FileDescriptorSink: OutputSink, @unchecked Sendable {
-    private let fd: Int32
-    private let owned: Bool
-
-    /// Writes to standard output.
-    public static let standardOutput = FileDescriptorSink(fd: 1, owned: false)
-    /// Writes to standard error.
-    public static let standardError = FileDescriptorSink(fd: 2, owned: false)
-
-    private init(fd: Int32, owned: Bool) {
-        self.fd = fd
-        self.owned = owned
-    }
-
-    /// Creates (or truncates) the file at `path` and writes to it.
-    public convenience init(creatingFileAt path: String) throws(Errno) {
-        let fd = unsafe open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw Errno(rawValue: errno) }
-        self.init(fd: fd, owned: true)
-    }
-
-    deinit { if owned { close(fd) } }
-
-    public func write(_ bytes: [UInt8]) {
-        unsafe bytes.withUnsafeBytes { buffer in
-            var done = 0
-            while done < buffer.count {
-                let result = unsafe Glibc.write(fd, buffer.baseAddress! + done, buffer.count - done)
-                if result > 0 {
-                    done += result
-                } else if result < 0 && errno == EINTR {
-                    continue
-                } else {
-                    return
-                }
+/// Writes Swiftlet's own messages to standard error (whole, retrying short writes and `EINTR`).
+public enum StandardError {
+    /// Writes `text`; a failure is ignored (there is nowhere left to report it).
+    public static func write(_ text: String) {
+        let bytes = Array(text.utf8)
+        var done = 0
+        while done < bytes.count {
+            let result = unsafe bytes.withUnsafeBytes { unsafe Glibc.write(2, $0.baseAddress! + done, bytes.count - done) }
+            if result > 0 {
+                done += result
+            } else if !(result < 0 && errno == EINTR) {
+                return
             }
         }
+    }
+}
+
+/// Which file a path names: its device and inode, so that two paths can be found to be one file.
+public struct FileIdentity: Hashable, Sendable {
+    let device: UInt64
+    let inode: UInt64
+
+    /// The identity of the file at `path` (following links), or `nil` if it cannot be examined.
+    public init?(path: String) {
+        var info = stat()
+        guard unsafe stat(path, &info) == 0 else { return nil }
+        self.init(info)
+    }
+
+    init(_ info: stat) {
+        device = UInt64(info.st_dev)
+        inode = UInt64(info.st_ino)
+    }
+}
+
+/// Why the console file could not be opened.
+public enum ConsoleFileError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The path names one of the machine's input files, which writing the console would destroy.
+    case isInputFile(path: String, role: String)
+    /// Another process (another Swiftlet) holds the file's lock.
+    case inUse(path: String)
+    /// The path names a directory.
+    case isDirectory(path: String)
+    /// `open` failed.
+    case openFailed(path: String, Errno)
+    /// The regular file could not be emptied.
+    case truncateFailed(path: String, Errno)
+
+    public var description: String {
+        switch self {
+        case let .isInputFile(path, role):
+            return "console file \"\(path)\" is the \(role) file; writing the console there would destroy it, choose another path"
+        case let .inUse(path):
+            return "console file \"\(path)\" is in use by another Swiftlet (it holds the file's lock); choose another path"
+        case let .isDirectory(path):
+            return "console file \"\(path)\" is a directory; name a file in it"
+        case let .openFailed(path, errno):
+            return "cannot open console file \"\(path)\": \(errno); check the path and its permissions"
+        case let .truncateFailed(path, errno):
+            return "cannot empty console file \"\(path)\": \(errno); choose another path"
+        }
+    }
+}
+
+/// Opens the file the guest console is written to.
+public enum ConsoleFile {
+    /// Opens `path` for the console without ever blocking and returns the descriptor.
+    ///
+    /// - A regular file is created if needed, locked (`flock`, so a second Swiftlet on the same
+    ///   file is refused instead of both overwriting it) and only then emptied.
+    /// - A FIFO is opened non-blocking; without a reader yet it is opened read-write, as
+    ///   Firecracker opens its FIFOs, so output waits in the pipe (and then in the console buffer,
+    ///   holding the guest back) until a reader comes.
+    /// - A terminal or another character device (`/dev/null`) is used as it is.
+    /// - `inputs` are the machine's input files with their roles (`"kernel"`, `"initrd"`): the
+    ///   console may not be one of them.
+    public static func open(_ path: String, inputs: [(FileIdentity, String)]) throws(ConsoleFileError) -> Int32 {
+        let flags = O_CREAT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK
+        var fd = unsafe Glibc.open(path, O_WRONLY | flags, 0o644)
+        if fd < 0 && errno == ENXIO {
+            fd = unsafe Glibc.open(path, O_RDWR | flags, 0o644)      // a FIFO nobody reads yet
+        }
+        guard fd >= 0 else {
+            let error = Errno(rawValue: errno)
+            throw error == .isDirectory ? .isDirectory(path: path) : .openFailed(path: path, error)
+        }
+        var info = stat()
+        guard unsafe fstat(fd, &info) == 0 else {
+            let error = Errno(rawValue: errno)
+            close(fd)
+            throw .openFailed(path: path, error)
+        }
+        if let (_, role) = inputs.first(where: { $0.0 == FileIdentity(info) }) {
+            close(fd)
+            throw .isInputFile(path: path, role: role)
+        }
+        guard info.st_mode & S_IFMT == S_IFREG else { return fd }
+        // A regular file: never block on it (O_NONBLOCK means nothing there), lock, then empty it.
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let error = Errno(rawValue: errno)
+            close(fd)
+            throw error == .wouldBlock ? .inUse(path: path) : .openFailed(path: path, error)
+        }
+        guard ftruncate(fd, 0) == 0 else {
+            let error = Errno(rawValue: errno)
+            close(fd)
+            throw .truncateFailed(path: path, error)
+        }
+        return fd
     }
 }
 

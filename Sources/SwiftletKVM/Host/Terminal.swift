@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CSwiftletKVM
 import Synchronization
 
 /// The terminal settings to restore at exit, if raw mode was entered.
@@ -11,7 +12,8 @@ private let terminalLock = Mutex<Bool>(false)
 ///
 /// Restoration is registered with `atexit` as well, so every exit path (normal return, `exit()`
 /// after an error, a stop on SIGINT/SIGTERM handled by ``TerminationSignals``) gives the user back a
-/// working terminal.
+/// working terminal; and every other signal that ends the process by default (SIGQUIT, SIGUSR1,
+/// SIGALRM, faults, ...) restores it first, from a handler in the C shim.
 public enum Terminal {
     /// Whether standard input is a terminal.
     public static var standardInputIsTerminal: Bool { isatty(0) == 1 }
@@ -26,7 +28,11 @@ public enum Terminal {
             var raw = original
             unsafe cfmakeraw(&raw)
             raw.c_oflag |= tcflag_t(OPOST | ONLCR)        // keep newline translation for our own messages
-            guard unsafe tcsetattr(0, TCSANOW, &raw) == 0 else { return false }
+            _ = unsafe ckvm_restore_terminal_on_fatal_signals(&original)
+            guard unsafe tcsetattr(0, TCSANOW, &raw) == 0 else {
+                ckvm_forget_terminal()
+                return false
+            }
             unsafe savedTerminal = original
             entered = true
             atexit { Terminal.restore() }
@@ -39,6 +45,7 @@ public enum Terminal {
         terminalLock.withLock { entered in
             guard entered, var original = unsafe savedTerminal else { return }
             _ = unsafe tcsetattr(0, TCSANOW, &original)
+            ckvm_forget_terminal()
             entered = false
         }
     }
@@ -55,7 +62,8 @@ public enum TerminationSignals {
     }
 
     /// Blocks the termination signals in the calling thread and every thread it starts later.
-    /// Call first thing in `main`. Also ignores SIGPIPE (a closed output is handled as an error).
+    /// Call first thing in `main`, then ``handle(_:)`` at once, so that a signal is answered at
+    /// every stage. Also ignores SIGPIPE (a closed output is handled as an error).
     public static func block() {
         var signals = set()
         _ = unsafe pthread_sigmask(SIG_BLOCK, &signals, nil)
@@ -71,5 +79,12 @@ public enum TerminationSignals {
                 if unsafe sigwait(&signals, &received) == 0 { handler(received) }
             }
         }
+    }
+
+    /// Ends the process at once with status 128 + `signal`, the terminal restored: for a signal
+    /// that arrives before there is a machine to stop (while one is being built).
+    public static func exitNow(after signal: Int32) -> Never {
+        Terminal.restore()
+        _exit(128 + signal)
     }
 }

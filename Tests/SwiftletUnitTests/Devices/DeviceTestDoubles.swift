@@ -15,17 +15,42 @@ extension DevicesTests {
         func trigger() { triggers.withLock { $0 += 1 } }
     }
 
-    /// Collects every byte written.
+    /// Collects every byte written, with as much room as a test gives it (unbounded by default).
     final class RecordingSink: OutputSink {
-        private let storage = Mutex<[UInt8]>([])
+        private let storage = Mutex<(bytes: [UInt8], room: Int, calls: Int)>(([], .max, 0))
         /// All bytes written so far.
-        var bytes: [UInt8] { storage.withLock { $0 } }
-        /// How many `write` calls there were.
-        private let calls = Mutex(0)
-        var writeCount: Int { calls.withLock { $0 } }
-        func write(_ bytes: [UInt8]) {
-            storage.withLock { $0 += bytes }
-            calls.withLock { $0 += 1 }
+        var bytes: [UInt8] { storage.withLock { $0.bytes } }
+        /// How many `write` calls there were, refused ones included.
+        var writeCount: Int { storage.withLock { $0.calls } }
+        /// Sets the room the sink reports (it shrinks by one per byte written).
+        func setRoom(_ room: Int) { storage.withLock { $0.room = room } }
+        var room: Int { storage.withLock { $0.room } }
+        func write(_ byte: UInt8) -> Bool {
+            storage.withLock { storage in
+                storage.calls += 1
+                guard storage.room > 0 else { return false }
+                storage.bytes.append(byte)
+                if storage.room != .max { storage.room -= 1 }
+                return true
+            }
+        }
+    }
+
+    /// Host input waiting for a device, fed by the test.
+    final class QueuedInput: InputSource {
+        private let queue = Mutex<[UInt8]>([])
+        /// Queues `bytes` behind what is waiting.
+        func push(_ bytes: [UInt8]) { queue.withLock { $0 += bytes } }
+        /// How many bytes are still waiting.
+        var count: Int { queue.withLock { $0.count } }
+        var isEmpty: Bool { count == 0 }
+        func take(upTo limit: Int, _ body: (UInt8) -> Void) -> Int {
+            queue.withLock { queue in
+                let taken = min(limit, queue.count)
+                for byte in queue.prefix(taken) { body(byte) }
+                queue.removeFirst(taken)
+                return taken
+            }
         }
     }
 

@@ -6,9 +6,16 @@ extension DevicesTests {
     @Suite("Serial16550") struct Serial16550Tests {
         let irq = RecordingInterruptLine()
         let sink = RecordingSink()
+        let input = QueuedInput()
 
         func makeUART(_ state: Serial16550.State = .init()) -> Serial16550 {
-            Serial16550(state: state, irq: irq, output: sink)
+            Serial16550(state: state, irq: irq, output: sink, input: input)
+        }
+
+        /// Queues host input and lets the UART take what it can; returns how many bytes it took.
+        func feed(_ uart: inout Serial16550, _ bytes: [UInt8]) -> Int {
+            input.push(bytes)
+            return uart.receiveInput()
         }
 
         /// A UART whose guest driver listens (receive-data interrupts and OUT2 on), so host input is accepted.
@@ -30,23 +37,25 @@ extension DevicesTests {
         @Test func lineStatusReportsTransmitterAlwaysEmptyAndDataReady() {
             var uart = makeListeningUART()
             #expect(uart.readU8(at: 5) == 0x60)
-            #expect(uart.enqueueInput([0x41]) == 1)
+            #expect(feed(&uart, [0x41]) == 1)
             #expect(uart.readU8(at: 5) == 0x61)
             #expect(uart.readU8(at: 0) == 0x41)
             #expect(uart.readU8(at: 5) == 0x60)
             #expect(uart.readU8(at: 0) == 0)  // Empty FIFO reads 0.
         }
 
-        @Test func receiveFIFOHolds64BytesInOrder() {
+        @Test func receiveFIFOHolds64BytesAndTheRestFollowsInOrderAsTheGuestReads() {
             var uart = makeListeningUART()
             #expect(uart.inputSpace == 64)
-            let input = (0..<100).map { UInt8($0) }
-            #expect(uart.enqueueInput(input) == 64)
+            let bytes = (0..<100).map { UInt8($0) }
+            #expect(feed(&uart, bytes) == 64)
             #expect(uart.inputSpace == 0)
-            #expect(uart.enqueueInput([1, 2]) == 0)
-            let received = (0..<64).map { _ in uart.readU8(at: 0) }
-            #expect(received == Array(input.prefix(64)))
+            #expect(input.count == 36)               // The rest waits with the host,
+            #expect(uart.receiveInput() == 0)
+            let received = (0..<100).map { _ in uart.readU8(at: 0) }
+            #expect(received == bytes)               // and follows as reads make room.
             #expect(uart.inputSpace == 64)
+            #expect(input.isEmpty)
         }
 
         @Test func divisorLatchReplacesDataAndIERWhileDLABIsSet() {
@@ -92,11 +101,12 @@ extension DevicesTests {
             var uart = makeUART()
             uart.writeU8(at: 4, 0x10)
             #expect(uart.inputSpace == 0)
-            #expect(uart.enqueueInput([9]) == 0)
+            #expect(feed(&uart, [9]) == 0)
             uart.writeU8(at: 0, 0x5A)
             #expect(sink.bytes.isEmpty)
             #expect(uart.readU8(at: 5) & 0x01 == 0x01)
             #expect(uart.readU8(at: 0) == 0x5A)
+            #expect(input.count == 1)                // The host's byte still waits.
         }
 
         @Test func loopbackOverrunDropsTheByteAndSetsOEUntilLSRIsRead() {
@@ -117,7 +127,7 @@ extension DevicesTests {
             #expect(uart.readU8(at: 2) & 0x30 == 0)  // Not a 16750, not an NS SuperIO.
             uart.writeU8(at: 4, 0x08)  // OUT2: the driver has the port open.
             uart.writeU8(at: 1, 0x03)  // ERBFI | ETBEI
-            #expect(uart.enqueueInput([7]) == 1)
+            #expect(feed(&uart, [7]) == 1)
             #expect(uart.readU8(at: 2) == 0xC4)  // Received data wins.
             #expect(uart.readU8(at: 2) == 0xC4)  // And stays until the data is read.
             _ = uart.readU8(at: 0)
@@ -156,34 +166,77 @@ extension DevicesTests {
         @Test func inputWaitsUntilTheGuestListensAndThenRaisesAnEdge() {
             var uart = makeUART()
             #expect(uart.inputSpace == 0)
-            #expect(uart.enqueueInput([1]) == 0)      // Nobody listening: the host keeps its input.
+            #expect(feed(&uart, [1]) == 0)            // Nobody listening: the host keeps its input.
             uart.writeU8(at: 1, 0x0f)                 // A probe's IER read-back test is not listening either.
             #expect(uart.inputSpace == 0)
-            #expect(uart.enqueueInput([1]) == 0)
+            #expect(input.count == 1)
             uart.writeU8(at: 1, 0x00)
             let edges = irq.count                     // (the probe's THRE edge, if any)
             uart.writeU8(at: 4, 0x08)                 // The driver opens the port: OUT2,
-            uart.writeU8(at: 1, 0x01)                 // then ERBFI.
-            #expect(irq.count == edges)               // Nothing waiting, no edge.
-            #expect(uart.enqueueInput([2, 3]) == 2)
+            #expect(irq.count == edges)
+            uart.writeU8(at: 1, 0x01)                 // then ERBFI: the waiting byte arrives, one edge.
             #expect(irq.count == edges + 1)
-            _ = uart.enqueueInput([])
-            #expect(irq.count == edges + 1)
+            #expect(input.isEmpty)
+            #expect(feed(&uart, [2, 3]) == 2)
+            #expect(irq.count == edges + 2)
+            #expect(feed(&uart, []) == 0)
+            #expect(irq.count == edges + 2)
             #expect(uart.readU8(at: 2) == 0x04)
             uart.writeU8(at: 1, 0x00)                 // Receive interrupts off: input waits again,
             #expect(uart.inputSpace == 0)
             uart.writeU8(at: 1, 0x01)                 // and re-enabling with data waiting raises an edge.
-            #expect(irq.count == edges + 2)
+            #expect(irq.count == edges + 3)
+            #expect((0..<3).map { _ in uart.readU8(at: 0) } == [1, 2, 3])
+        }
+
+        @Test func aFullSinkKeepsTheTransmitterBusyUntilItDrains() {
+            var uart = makeUART()
+            uart.writeU8(at: 1, 0x02)                 // ETBEI: THR empty, one edge.
+            #expect(irq.count == 1)
+            #expect(uart.readU8(at: 2) == 0x02)
+            sink.setRoom(17)
+            uart.writeU8(at: 0, 0x41)                 // Room 16 left: still ready, another edge.
+            #expect(irq.count == 2)
+            #expect(uart.readU8(at: 5) == 0x60)
+            uart.writeU8(at: 0, 0x42)                 // Room 15: busy. No THRE, no edge, no IIR.
+            #expect(irq.count == 2)
+            #expect(uart.readU8(at: 5) == 0x00)
+            #expect(uart.readU8(at: 2) == 0x01)
+            #expect(!uart.transmitterReady)
+            uart.outputRoomAvailable()                // A wake-up while still full changes nothing.
+            #expect(irq.count == 2)
+            sink.setRoom(4096)                        // The writer drained: ready, THRE, one edge.
+            uart.outputRoomAvailable()
+            #expect(irq.count == 3)
+            #expect(uart.readU8(at: 5) == 0x60)
+            #expect(uart.readU8(at: 2) == 0x02)
+            uart.outputRoomAvailable()                // Nothing owed any more: no edge.
+            #expect(irq.count == 3)
+            #expect(sink.bytes == [0x41, 0x42])
+        }
+
+        @Test func enablingTHREInterruptWhileTheSinkIsFullWaitsForRoom() {
+            var uart = makeUART()
+            sink.setRoom(0)
+            uart.writeU8(at: 1, 0x02)
+            #expect(irq.count == 0)
+            #expect(uart.readU8(at: 2) == 0x01)
+            uart.writeU8(at: 0, 0x43)                 // A guest that ignores THRE loses only its byte.
+            #expect(sink.bytes.isEmpty)
+            sink.setRoom(64)
+            uart.outputRoomAvailable()
+            #expect(irq.count == 1)
+            #expect(uart.readU8(at: 2) == 0x02)
         }
 
         @Test func fifoControlClearsTheReceiveFIFO() {
             var uart = makeListeningUART()
             uart.writeU8(at: 2, 0x01)
-            _ = uart.enqueueInput([1, 2, 3])
+            _ = feed(&uart, [1, 2, 3])
             uart.writeU8(at: 2, 0x07)  // Enable, clear RX, clear TX.
             #expect(uart.state.receiveFIFO.isEmpty)
             #expect(uart.state.fifoControl == 0x01)  // Clear bits self-clear.
-            _ = uart.enqueueInput([4])
+            _ = feed(&uart, [4])
             uart.writeU8(at: 2, 0x00)  // Disabling FIFOs also clears them.
             #expect(uart.readU8(at: 5) & 0x01 == 0)
             #expect(uart.readU8(at: 2) == 0x01)
@@ -191,7 +244,7 @@ extension DevicesTests {
 
         @Test func nonByteAndOutOfRangeAccessesAreInert() {
             var uart = makeListeningUART()
-            _ = uart.enqueueInput([0x41])
+            _ = feed(&uart, [0x41])
             let before = uart.state
             for width in [AccessWidth.word, .dword, .qword] {
                 #expect(uart.read(at: 0, width: width) == 0)
@@ -215,7 +268,7 @@ extension DevicesTests {
             uart.writeU8(at: 1, 0x03)
             uart.writeU8(at: 4, 0x0B)
             uart.writeU8(at: 7, 0x99)
-            _ = uart.enqueueInput([1, 2, 3])
+            _ = feed(&uart, [1, 2, 3])
             let copy = Serial16550(state: uart.state, irq: irq, output: sink)
             #expect(copy.state == uart.state)
 
@@ -233,19 +286,22 @@ extension DevicesTests {
             var rng = HostileRNG(seed: 0x3F8)
             for step in 0..<10_000 {
                 HostileAccess.random(span: 10, using: &rng).perform(on: &uart)
-                if step % 7 == 0 {
-                    let accepted = uart.enqueueInput([UInt8](repeating: 0x61, count: Int(rng.next() % 80)))
+                if step % 7 == 0, input.count < 256 {
+                    let accepted = feed(&uart, [UInt8](repeating: 0x61, count: Int(rng.next() % 80)))
                     #expect(accepted >= 0 && accepted <= 64)
                 }
+                if step % 11 == 0 { sink.setRoom(Int(rng.next() % 40)) }
+                if step % 13 == 0 { uart.outputRoomAvailable() }
                 let state = uart.state
                 #expect(state.receiveFIFO.count <= Serial16550.fifoCapacity)
                 #expect(state.interruptEnable <= 0x0F)
                 #expect(state.modemControl <= 0x1F)
                 #expect(uart.inputSpace >= 0 && uart.inputSpace <= 64)
-                #expect(uart.read(at: 5, width: .byte) & 0x60 == 0x60)
+                let ready = uart.read(at: 5, width: .byte) & 0x60
+                #expect(ready == (uart.transmitterReady ? 0x60 : 0))
             }
-            // Every byte that reached the sink came from a byte-wide THR write, one per call.
-            #expect(sink.writeCount == sink.bytes.count)
+            // Every byte that reached the sink came from a THR write that it accepted.
+            #expect(sink.writeCount >= sink.bytes.count)
         }
     }
 }
