@@ -14,6 +14,24 @@ public enum AccessWidth: Int, Sendable, CaseIterable {
     public var allOnes: UInt64 { rawValue == 8 ? .max : (1 << (UInt64(rawValue) * 8)) - 1 }
 }
 
+/// The length of an MMIO piece that is no x86 access width: 3, 5, 6 or 7 bytes.
+///
+/// No instruction makes such an access, but the hypervisor reports one when it splits an access
+/// that crosses a page boundary (for example a dword at the last 3 bytes of a device's page, or
+/// one that starts in RAM and ends where no RAM is) and hands each MMIO part over on its own.
+public enum OddAccessLength: Int, Sendable, CaseIterable {
+    case three = 3, five = 5, six = 6, seven = 7
+
+    /// The length for a piece of `bytes` bytes, or `nil` for 0, 1, 2, 4, 8 or more than 8.
+    public init?(bytes: Int) { self.init(rawValue: bytes) }
+
+    /// The number of bytes in the piece.
+    public var bytes: Int { rawValue }
+
+    /// All ones in this length: what a read from nowhere returns.
+    public var allOnes: UInt64 { (1 << (UInt64(rawValue) * 8)) - 1 }
+}
+
 /// A device model on the port-I/O or MMIO bus.
 ///
 /// A device sees offsets from its own base, never bus addresses ("the device does not care where

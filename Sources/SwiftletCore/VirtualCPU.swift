@@ -8,6 +8,10 @@ public enum VCPUExit: Sendable, Equatable {
     case mmioRead(address: UInt64, width: AccessWidth)
     /// A write to guest-physical `address` that no RAM backs.
     case mmioWrite(address: UInt64, width: AccessWidth, value: UInt64)
+    /// An MMIO read (`isWrite` false) or write of a length that is no access width, at
+    /// guest-physical `address`: one piece of an access the hypervisor split at a page boundary.
+    /// A read is completed with one value, whose low `length` bytes are used.
+    case mmioOddPiece(address: UInt64, length: OddAccessLength, isWrite: Bool)
     /// `hlt` (only without an in-kernel local APIC).
     case halt
     /// The guest triple-faulted.
@@ -20,12 +24,43 @@ public enum VCPUExit: Sendable, Equatable {
     case failedEntry(hardwareReason: UInt64)
     /// The hypervisor could not emulate something (e.g. an unsupported instruction).
     case internalError(suberror: UInt32)
-    /// An exit reason this VMM does not know.
-    case unknown(reason: UInt32)
+    /// An exit the backend cannot turn into one of the cases above: an exit reason (or system
+    /// event) this VMM does not handle, or one whose data is malformed.
+    case unhandled(UnhandledExit)
 
-    /// A guest-initiated event reported by the hypervisor itself.
+    /// A guest-initiated event reported by the hypervisor itself (other kinds are ``unhandled(_:)``).
     public enum SystemEvent: Sendable, Equatable {
-        case shutdown, reset, crash, other(UInt32)
+        case shutdown, reset, crash
+    }
+}
+
+/// An exit the hypervisor backend could not decode, named in the hypervisor's own terms.
+///
+/// The names are static text, so that a backend reports such an exit without allocating.
+public struct UnhandledExit: Sendable, Equatable, CustomStringConvertible {
+    /// The hypervisor's number for the exit reason.
+    public let reason: UInt32
+    /// The hypervisor's name for the exit reason, e.g. `KVM_EXIT_IRQ_WINDOW_OPEN`.
+    public let name: StaticString
+    /// What is wrong with the exit (e.g. "malformed, the port I/O size is not 1, 2 or 4 bytes") or
+    /// which kind it is (e.g. a system event's name); empty when the name says it all.
+    public let detail: StaticString
+
+    /// Describes exit `reason`, called `name` by the hypervisor, with an optional `detail`.
+    public init(reason: UInt32, name: StaticString, detail: StaticString = "") {
+        self.reason = reason
+        self.name = name
+        self.detail = detail
+    }
+
+    /// The name with the detail, e.g. `KVM_EXIT_IO: malformed, ...`.
+    public var description: String {
+        detail.utf8CodeUnitCount == 0 ? name.description : "\(name): \(detail)"
+    }
+
+    public static func == (lhs: UnhandledExit, rhs: UnhandledExit) -> Bool {
+        lhs.reason == rhs.reason && lhs.name.description == rhs.name.description
+            && lhs.detail.description == rhs.detail.description
     }
 }
 
@@ -46,8 +81,8 @@ public protocol VirtualCPU: AnyObject, Sendable {
     var index: Int { get }
     /// Enters the guest and returns at the next exit.
     func run() throws(VCPUError) -> VCPUExit
-    /// Supplies the values of a completed `.pioIn` (one per count) or `.mmioRead` (one value)
-    /// before the next ``run()``.
+    /// Supplies the values of a completed `.pioIn` (one per count), `.mmioRead` or `.mmioOddPiece`
+    /// read (one value, of which the access's length in low bytes is used) before the next ``run()``.
     func completeRead(_ values: [UInt64])
     /// Forces the vCPU out of the guest soon; the next ``run()`` returns ``VCPUExit/interrupted``.
     /// Safe to call from any thread.

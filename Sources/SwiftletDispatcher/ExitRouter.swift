@@ -21,8 +21,8 @@ public enum StopReason: Equatable, Sendable {
     case guestCrash(vcpu: Int)
     /// The guest kernel reported a panic through the pvpanic device.
     case guestPanic
-    /// An exit this VMM does not know.
-    case unknownExit(vcpu: Int, reason: UInt32)
+    /// An exit this VMM does not handle, or a malformed one.
+    case unhandledExit(vcpu: Int, exit: UnhandledExit)
     /// A host-side failure (not the guest's doing).
     case hostError(String)
 
@@ -50,7 +50,7 @@ public enum StopReason: Equatable, Sendable {
             return "KVM could not enter the guest on vCPU \(vcpu): hardware reason 0x\(String(reason, radix: 16)) (\(state))"
         case let .guestCrash(vcpu): return "guest reported a crash on vCPU \(vcpu)"
         case .guestPanic: return "the guest kernel panicked (see the console output above)"
-        case let .unknownExit(vcpu, reason): return "unknown VM exit \(reason) on vCPU \(vcpu)"
+        case let .unhandledExit(vcpu, exit): return "unhandled KVM exit \(exit.reason) (\(exit)) on vCPU \(vcpu)"
         case let .hostError(message): return message
         }
     }
@@ -67,7 +67,8 @@ public enum Disposition: Equatable, Sendable {
 }
 
 /// Logs each unowned address once (up to a cap, so a guest scanning the address space cannot
-/// grow host memory or flood the log).
+/// grow host memory or flood the log). Odd-sized MMIO pieces are logged apart from whole accesses
+/// at the same address; the message is built only for a line that is logged.
 public final class UnhandledAccessLog: Sendable {
     private let seen = Mutex<Set<UInt64>>([])
     private let log: @Sendable (String) -> Void
@@ -78,14 +79,24 @@ public final class UnhandledAccessLog: Sendable {
     public init(log: @escaping @Sendable (String) -> Void) { self.log = log }
 
     func record(bus: String, address: UInt64, write: Bool) {
-        let key = address ^ (bus == "PIO" ? 1 << 63 : 0)
-        let isNew = seen.withLock { seen -> Bool in
+        if isFirst(address ^ (bus == "PIO" ? 1 << 63 : 0)) {
+            log("guest \(write ? "wrote" : "read") unowned \(bus) address 0x\(String(address, radix: 16)); \(write ? "ignored" : "answered all ones") (logged once)")
+        }
+    }
+
+    func recordOddPiece(address: UInt64, length: OddAccessLength, write: Bool) {
+        // Guest-physical addresses are below 2^52, so bit 62 is free to tell pieces apart.
+        if isFirst(address ^ (1 << 62)) {
+            log("guest \(write ? "wrote" : "read") \(length.bytes) bytes at MMIO address 0x\(String(address, radix: 16)), a piece of an access split at a page boundary; \(write ? "ignored" : "answered all ones") (logged once)")
+        }
+    }
+
+    /// Whether `key` is new and under the cap; records it if so.
+    private func isFirst(_ key: UInt64) -> Bool {
+        seen.withLock { seen -> Bool in
             guard seen.count < Self.cap, !seen.contains(key) else { return false }
             seen.insert(key)
             return true
-        }
-        if isNew {
-            log("guest \(write ? "wrote" : "read") unowned \(bus) address 0x\(String(address, radix: 16)); \(write ? "ignored" : "answered all ones") (logged once)")
         }
     }
 }
@@ -93,7 +104,10 @@ public final class UnhandledAccessLog: Sendable {
 /// Emulates the effect of one trapped access by handing it to the device that owns the address.
 ///
 /// Pure routing: never throws for guest behaviour. An access to an address nobody owns is logged
-/// once and answered with all ones (reads) or dropped (writes), as on a real bus.
+/// once and answered with all ones (reads) or dropped (writes), as on a real bus. So is an MMIO
+/// piece of an odd length (``VCPUExit/mmioOddPiece(address:length:isWrite:)``), even inside a
+/// device's range: devices only see accesses of 1, 2, 4 or 8 bytes (a split piece of such a
+/// length reaches its device as an access of that width).
 public struct ExitRouter: Sendable {
     /// The port-I/O bus.
     public let pio: Bus
@@ -131,6 +145,9 @@ public struct ExitRouter: Sendable {
             }
             entry.handler.write(at: offset, width: width, value: value)
             return .resume
+        case let .mmioOddPiece(address, length, isWrite):
+            unhandled.recordOddPiece(address: address, length: length, write: isWrite)
+            return isWrite ? .resume : .completeRead([length.allOnes])
         case let .mmioRead(address, width):
             guard let (entry, offset) = mmio.lookup(address) else {
                 unhandled.record(bus: mmio.name, address: address, write: false)
@@ -148,14 +165,13 @@ public struct ExitRouter: Sendable {
             case .shutdown: return .stop(.powerOff)
             case .reset: return .stop(.reset)
             case .crash: return .stop(.guestCrash(vcpu: vcpu))
-            case let .other(type): return .stop(.unknownExit(vcpu: vcpu, reason: 0x1_0000 | type))
             }
         case let .failedEntry(reason):
             return .stop(.failedEntry(vcpu: vcpu, reason: reason, state: summary()))
         case let .internalError(suberror):
             return .stop(.internalError(vcpu: vcpu, suberror: suberror, state: summary()))
-        case let .unknown(reason):
-            return .stop(.unknownExit(vcpu: vcpu, reason: reason))
+        case let .unhandled(exit):
+            return .stop(.unhandledExit(vcpu: vcpu, exit: exit))
         }
     }
 }

@@ -70,7 +70,7 @@ public struct VCPULoop: Sendable {
             }
             switch exit {
             case .pioIn, .pioOut: counts.pio += 1
-            case .mmioRead, .mmioWrite: counts.mmio += 1
+            case .mmioRead, .mmioWrite, .mmioOddPiece: counts.mmio += 1
             case .interrupted: counts.interrupted += 1
             default: break
             }

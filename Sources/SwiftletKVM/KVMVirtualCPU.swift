@@ -174,8 +174,17 @@ import SystemPackage
             let io = unsafe runStruct.pointee.io
             let size = Int(io.size)
             let count = Int(io.count)
-            guard let width = AccessWidth(bytes: size), count > 0,
-                  Int(io.data_offset) + size * count <= mapSize else { return .unknown(reason: reason) }
+            guard let width = AccessWidth(bytes: size), width != .qword else {
+                return .unhandled(UnhandledExit(reason: reason, name: "KVM_EXIT_IO",
+                                                detail: "malformed, the port I/O size is not 1, 2 or 4 bytes"))
+            }
+            guard count > 0 else {
+                return .unhandled(UnhandledExit(reason: reason, name: "KVM_EXIT_IO", detail: "malformed, a count of 0"))
+            }
+            guard Int(io.data_offset) + size * count <= mapSize else {
+                return .unhandled(UnhandledExit(reason: reason, name: "KVM_EXIT_IO",
+                                                detail: "malformed, the data lies outside the kvm_run mapping"))
+            }
             if io.direction == UInt8(KVM_EXIT_IO_OUT) {
                 var values: [UInt64] = []
                 values.reserveCapacity(count)
@@ -188,8 +197,16 @@ import SystemPackage
             return .pioIn(port: io.port, width: width, count: count)
         case KVM_EXIT_MMIO:
             let mmio = unsafe runStruct.pointee.mmio
-            let length = min(Int(mmio.len), 8)
-            guard let width = AccessWidth(bytes: length) else { return .unknown(reason: reason) }
+            let length = Int(mmio.len)
+            guard let width = AccessWidth(bytes: length) else {
+                // KVM splits an access that crosses a page boundary and reports each MMIO part
+                // on its own, so a part can be 3, 5, 6 or 7 bytes long.
+                guard let odd = OddAccessLength(bytes: length) else {
+                    return .unhandled(UnhandledExit(reason: reason, name: "KVM_EXIT_MMIO",
+                                                    detail: "malformed, a length of 0 or more than 8 bytes"))
+                }
+                return .mmioOddPiece(address: mmio.phys_addr, length: odd, isWrite: mmio.is_write != 0)
+            }
             if mmio.is_write != 0 {
                 var value: UInt64 = 0
                 unsafe withUnsafeBytes(of: mmio.data) { bytes in
@@ -213,10 +230,12 @@ import SystemPackage
             case UInt32(KVM_SYSTEM_EVENT_SHUTDOWN): return .systemEvent(.shutdown)
             case UInt32(KVM_SYSTEM_EVENT_RESET): return .systemEvent(.reset)
             case UInt32(KVM_SYSTEM_EVENT_CRASH): return .systemEvent(.crash)
-            case let other: return .systemEvent(.other(other))
+            case let other:
+                return .unhandled(UnhandledExit(reason: reason, name: "KVM_EXIT_SYSTEM_EVENT",
+                                                detail: KVMExitNames.systemEvent(other)))
             }
         default:
-            return .unknown(reason: reason)
+            return .unhandled(UnhandledExit(reason: reason, name: KVMExitNames.exitReason(reason)))
         }
     }
 
@@ -228,6 +247,7 @@ import SystemPackage
                 storeValue(values[i], at: pending.offset + i * pending.size, size: pending.size)
             }
         } else if Int32(reason) == KVM_EXIT_MMIO, let value = values.first {
+            // Exactly the length KVM reported (1 to 8 bytes, as `run()` checked), odd ones included.
             let length = min(Int(unsafe runStruct.pointee.mmio.len), 8)
             unsafe withUnsafeMutableBytes(of: &runStruct.pointee.mmio.data) { bytes in
                 for i in 0..<length { unsafe bytes[i] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(i))) }

@@ -45,12 +45,15 @@ enum TinyGuest {
     static func movAL(_ value: UInt8) -> [UInt8] { [0xb0, value] }
     static let outDXAL: [UInt8] = [0xee]
     static let inALDX: [UInt8] = [0xec]
-    static func movMemImm32(_ address: UInt32, _ value: UInt32) -> [UInt8] {
-        [0xc7, 0x05] + (0..<4).map { UInt8(truncatingIfNeeded: address >> (8 * $0)) }
-            + (0..<4).map { UInt8(truncatingIfNeeded: value >> (8 * $0)) }
-    }
-    static func movEAXMem(_ address: UInt32) -> [UInt8] { [0xa1] + (0..<4).map { UInt8(truncatingIfNeeded: address >> (8 * $0)) } }
+    static func movMemImm32(_ address: UInt32, _ value: UInt32) -> [UInt8] { [0xc7, 0x05] + le32(address) + le32(value) }
+    static func movEAXMem(_ address: UInt32) -> [UInt8] { [0xa1] + le32(address) }
+    static func movMemImm8(_ address: UInt32, _ value: UInt8) -> [UInt8] { [0xc6, 0x05] + le32(address) + [value] }
+    /// `movq mm0, [address]`: an 8-byte MMX load (CR0.EM and CR0.TS are clear at the PVH entry).
+    static func movqMM0Mem(_ address: UInt32) -> [UInt8] { [0x0f, 0x6f, 0x05] + le32(address) }
+    /// `movq [address], mm0`: an 8-byte MMX store.
+    static func movqMemMM0(_ address: UInt32) -> [UInt8] { [0x0f, 0x7f, 0x05] + le32(address) }
     static let shrEAX8: [UInt8] = [0xc1, 0xe8, 0x08]
+    private static func le32(_ value: UInt32) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: value >> (8 * $0)) } }
     static let cli: [UInt8] = [0xfa]
     static let hltForever: [UInt8] = [0xf4, 0xeb, 0xfd]
 
@@ -61,6 +64,12 @@ enum TinyGuest {
 
     /// Writes the 4 bytes of EAX, low first, to COM1 (DX must be 0x3f8).
     static let printEAX: [UInt8] = outDXAL + shrEAX8 + outDXAL + shrEAX8 + outDXAL + shrEAX8 + outDXAL
+
+    /// Writes the 8 bytes of MM0, low first, to COM1 (DX must be 0x3f8; clobbers EAX). It goes
+    /// through RAM at 2 MiB: this machine's kvm-pvm fails to emulate MMX register moves such as
+    /// `movd eax, mm0` (a KVM internal error), while `movq` to and from memory works.
+    static let printMM0: [UInt8] = movqMemMM0(0x20_0000) + movEAXMem(0x20_0000) + printEAX
+        + movEAXMem(0x20_0004) + printEAX
 
     /// Powers off through the ACPI sleep-control register (S5).
     static let powerOff: [UInt8] = movDX(0x600) + movAL(0x34) + outDXAL + hltForever

@@ -83,6 +83,50 @@ final class ScriptedVCPU: VirtualCPU, @unchecked Sendable {
         #expect(count.withLock { $0 } == UnhandledAccessLog.cap)
     }
 
+    @Test func oddSizedMMIOPiecesAreUnownedAccessesEvenInsideADevice() throws {
+        // KVM splits a dword at 0xc0000ffd into 3 bytes in the control page and 1 byte after it.
+        let lines = Mutex<[String]>([])
+        let (router, _, page) = try makeRouter { line in lines.withLock { $0.append(line) } }
+        for _ in 0..<2 {
+            #expect(router.route(.mmioOddPiece(address: 0xc000_0ffd, length: .three, isWrite: true), vcpu: 0, summary: { "" })
+                    == .resume)
+            #expect(router.route(.mmioOddPiece(address: 0xc000_0ffd, length: .three, isWrite: false), vcpu: 0, summary: { "" })
+                    == .completeRead([0xff_ffff]))
+        }
+        for length in OddAccessLength.allCases {
+            #expect(router.route(.mmioOddPiece(address: 0x200_0000, length: length, isWrite: false), vcpu: 0, summary: { "" })
+                    == .completeRead([UInt64.max >> (64 - 8 * UInt64(length.bytes))]))
+            #expect(router.route(.mmioOddPiece(address: 0x200_0000, length: length, isWrite: true), vcpu: 0, summary: { "" })
+                    == .resume)
+        }
+        #expect(page.withLock { $0.writes.isEmpty })      // the device never saw a partial access
+        let logged = lines.withLock { $0 }
+        #expect(logged == [
+            "guest wrote 3 bytes at MMIO address 0xc0000ffd, a piece of an access split at a page boundary; ignored (logged once)",
+            "guest read 3 bytes at MMIO address 0x2000000, a piece of an access split at a page boundary; answered all ones (logged once)",
+        ])
+    }
+
+    @Test func anOddSizedPieceIsLoggedApartFromAWholeAccessAtTheSameAddress() throws {
+        let lines = Mutex<[String]>([])
+        let (router, _, _) = try makeRouter { line in lines.withLock { $0.append(line) } }
+        _ = router.route(.mmioRead(address: 0xdead_0000, width: .byte), vcpu: 0, summary: { "" })
+        _ = router.route(.mmioOddPiece(address: 0xdead_0000, length: .seven, isWrite: false), vcpu: 0, summary: { "" })
+        #expect(lines.withLock { $0.count } == 2)
+    }
+
+    @Test func unhandledAndMalformedExitsNameTheirCause() throws {
+        let (router, _, _) = try makeRouter()
+        let window = UnhandledExit(reason: 7, name: "KVM_EXIT_IRQ_WINDOW_OPEN")
+        #expect(router.route(.unhandled(window), vcpu: 0, summary: { "" }) == .stop(.unhandledExit(vcpu: 0, exit: window)))
+        #expect(StopReason.unhandledExit(vcpu: 0, exit: window).message
+                == "unhandled KVM exit 7 (KVM_EXIT_IRQ_WINDOW_OPEN) on vCPU 0")
+        let io = UnhandledExit(reason: 2, name: "KVM_EXIT_IO", detail: "malformed, a count of 0")
+        #expect(StopReason.unhandledExit(vcpu: 1, exit: io).message
+                == "unhandled KVM exit 2 (KVM_EXIT_IO: malformed, a count of 0) on vCPU 1")
+        #expect(io != UnhandledExit(reason: 2, name: "KVM_EXIT_IO"))
+    }
+
     @Test func fatalExitsStopWithAClearReason() throws {
         let (router, _, _) = try makeRouter()
         #expect(router.route(.shutdown, vcpu: 1, summary: { "at RIP 0x1" }) == .stop(.tripleFault(vcpu: 1, state: "at RIP 0x1")))
@@ -117,6 +161,29 @@ final class ScriptedVCPU: VirtualCPU, @unchecked Sendable {
         #expect(control.reason == .tripleFault(vcpu: 0, state: "scripted vCPU 0 at RIP 0x1000"))
         #expect(uart.withLock { $0.writes.count } == 1)
         #expect(vcpu.kicks == 1)
+    }
+
+    @Test func theGuestGoesOnAfterOddSizedPieces() throws {
+        // Issue 8: a dword written across the end of the control page, then one read across the
+        // end of RAM, used to stop the machine with "unknown VM exit 6".
+        let page = SharedDevice(Registers())
+        var mmio = Bus(name: "MMIO")
+        try mmio.insert(page, named: "page", at: 0xc000_0000, size: 0x1000)
+        let router = ExitRouter(pio: Bus(name: "PIO"), mmio: mmio, unhandled: UnhandledAccessLog { _ in })
+        let vcpu = ScriptedVCPU(script: [
+            .mmioOddPiece(address: 0xc000_0ffd, length: .three, isWrite: true),
+            .mmioWrite(address: 0xc000_1000, width: .byte, value: 0x11),
+            .mmioOddPiece(address: 0x200_0000, length: .three, isWrite: false),
+            .mmioOddPiece(address: 0x200_0000, length: .five, isWrite: false),
+            .systemEvent(.shutdown),
+        ])
+        let control = RunControl()
+        control.attach([vcpu])
+        let counts = VCPULoop(vcpu: vcpu, router: router, control: control).run()
+        #expect(control.reason == .powerOff)
+        #expect(counts.mmio == 4)
+        #expect(vcpu.completions == [[0xff_ffff], [0xff_ffff_ffff]])
+        #expect(page.withLock { $0.writes.isEmpty })
     }
 
     @Test func aHostErrorFromRunStopsTheMachine() {
