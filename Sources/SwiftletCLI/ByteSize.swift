@@ -9,7 +9,8 @@ public enum ByteSize {
         var unit = digits.drop { $0.isNumber }
         digits = digits.prefix(digits.count - unit.count)
         guard !digits.isEmpty, digits.allSatisfy(\.isASCII), let number = UInt64(digits) else { return nil }
-        for suffix in ["iB", "ib", "B", "b"] where unit.count > 1 && unit.hasSuffix(suffix) {
+        // `iB` or `B` only after a unit letter: `64MiB`, `64MB`, but not `64iB` or `64B`.
+        for suffix in ["iB", "ib", "B", "b"] where unit.count == suffix.count + 1 && unit.hasSuffix(suffix) {
             unit = unit.dropLast(suffix.count)
             break
         }

@@ -39,11 +39,12 @@ public struct RunCommand: ParsableCommand {
     public var cmdline: String?
 
     /// The number of vCPUs.
-    @Option(help: "The number of vCPUs.")
+    @Option(parsing: .unconditional, help: "The number of vCPUs.")
     public var cpus: Int = 1
 
     /// Guest memory as a size string.
-    @Option(help: ArgumentHelp("Guest memory, e.g. 256M or 2G (binary units; a bare number means MiB).", valueName: "size"))
+    @Option(parsing: .unconditional,
+            help: ArgumentHelp("Guest memory, e.g. 256M or 2G (binary units; a bare number means MiB).", valueName: "size"))
     public var memory: String = "256M"
 
     /// Where the console goes.

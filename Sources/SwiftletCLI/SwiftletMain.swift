@@ -38,10 +38,14 @@ public enum SwiftletMain {
         }
         let command: RunCommand
         do {
-            let parsed = try SwiftletCommand.parseAsRoot(arguments)
+            var parsed = try SwiftletCommand.parseAsRoot(arguments)
             guard let run = parsed as? RunCommand else {
-                printError("no subcommand given; use `swiftlet run [OPTIONS] [-- CMD ARGS...]` (see `swiftlet --help`)")
-                return usageError
+                guard !arguments.isEmpty else {
+                    printError("no subcommand given; use `swiftlet run [OPTIONS] [-- CMD ARGS...]` (see `swiftlet --help`)")
+                    return usageError
+                }
+                try parsed.run()          // `swiftlet help ...`: prints the help asked for
+                return 0
             }
             command = run
         } catch {

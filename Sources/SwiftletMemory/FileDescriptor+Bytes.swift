@@ -34,3 +34,44 @@ extension FileDescriptor {
         return Array(result[0..<done])
     }
 }
+
+/// What kind of file a descriptor refers to.
+public enum FileKind: Sendable, Equatable {
+    case regular, directory, fifo, characterDevice, blockDevice, socket, symbolicLink, unknown
+
+    init(mode: mode_t) {
+        switch mode & S_IFMT {
+        case S_IFREG: self = .regular
+        case S_IFDIR: self = .directory
+        case S_IFIFO: self = .fifo
+        case S_IFCHR: self = .characterDevice
+        case S_IFBLK: self = .blockDevice
+        case S_IFSOCK: self = .socket
+        case S_IFLNK: self = .symbolicLink
+        default: self = .unknown
+        }
+    }
+
+    /// The kind with an article, for messages: "a FIFO", "a directory".
+    public var described: String {
+        switch self {
+        case .regular: return "a regular file"
+        case .directory: return "a directory"
+        case .fifo: return "a FIFO"
+        case .characterDevice: return "a character device"
+        case .blockDevice: return "a block device"
+        case .socket: return "a socket"
+        case .symbolicLink: return "a symbolic link"
+        case .unknown: return "not a regular file"
+        }
+    }
+}
+
+extension FileDescriptor {
+    /// The kind and size of the open file (`fstat`).
+    public func kindAndSize() throws(Errno) -> (kind: FileKind, size: UInt64) {
+        var info = Glibc.stat()
+        guard unsafe fstat(rawValue, &info) == 0 else { throw Errno(rawValue: errno) }
+        return (FileKind(mode: info.st_mode), UInt64(max(info.st_size, 0)))
+    }
+}

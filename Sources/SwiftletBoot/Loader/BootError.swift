@@ -13,6 +13,10 @@ public enum BootError: Error, Equatable, Sendable, CustomStringConvertible {
 
     /// The file could not be opened (or its size could not be determined).
     case openFailed(FileRole, path: String, Errno)
+    /// The path names a directory, a FIFO, a device or a socket: boot files must be regular files.
+    case notARegularFile(FileRole, path: String, kind: FileKind)
+    /// The file is empty (or, like a `/proc` file, reports a size of 0).
+    case emptyFile(FileRole, path: String)
     /// Reading the file failed.
     case readFailed(FileRole, path: String, Errno)
     /// The file ended before `expected` bytes could be read although it was longer when opened.
@@ -35,8 +39,6 @@ public enum BootError: Error, Equatable, Sendable, CustomStringConvertible {
     case kernelDoesNotFit(path: String, end: UInt64, ramEnd: UInt64)
     /// An ELF `PT_LOAD` segment lies outside the usable RAM `[ramStart, ramEnd)`.
     case segmentOutsideRAM(path: String, index: Int, address: UInt64, size: UInt64, ramStart: UInt64, ramEnd: UInt64)
-    /// The initrd file is empty.
-    case emptyInitrd(path: String)
     /// No page-aligned place of `size` bytes exists between `floor` (the kernel's end) and `ceiling`.
     ///
     /// `ceilingIsInitrdAddrMax` says whether the ceiling comes from the kernel's `initrd_addr_max`
@@ -150,8 +152,11 @@ public enum BootError: Error, Equatable, Sendable, CustomStringConvertible {
         switch self {
         case let .openFailed(role, path, errno):
             return "\(role.rawValue) \"\(path)\": cannot open: \(errno); check the path and its permissions"
-        case let .readFailed(role, path, errno) where errno == .isDirectory:
-            return "\(role.rawValue) \"\(path)\" is a directory; pass the \(role.rawValue) file itself"
+        case let .notARegularFile(role, path, kind):
+            return "\(role.rawValue) \"\(path)\" is \(kind.described), not a regular file; pass the \(role.rawValue) file itself"
+        case let .emptyFile(role, path):
+            return "\(role.rawValue) \"\(path)\" is empty (0 bytes); pass "
+                + (role == .kernel ? "a Linux bzImage or an ELF vmlinux" : "a real initrd or none")
         case let .readFailed(role, path, errno):
             return "\(role.rawValue) \"\(path)\": read failed: \(errno)"
         case let .shortRead(role, path, expected, got):
@@ -180,8 +185,6 @@ public enum BootError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .segmentOutsideRAM(path, index, address, size, ramStart, ramEnd):
             return "kernel \"\(path)\": ELF segment \(index) (\(formatByteCount(size)) at \(loaderHex(address))) lies outside "
                 + "usable guest RAM [\(loaderHex(ramStart)), \(loaderHex(ramEnd))); give the guest more memory or check the image"
-        case let .emptyInitrd(path):
-            return "initrd \"\(path)\" is empty; pass a real initrd or none"
         case let .initrdDoesNotFit(path, size, floor, ceiling, fromInitrdAddrMax):
             let limit = fromInitrdAddrMax ? "initrd_addr_max" : "end of low guest RAM"
             return "initrd \"\(path)\" (\(formatByteCount(size))) does not fit below \(loaderHex(ceiling)) (\(limit)) "

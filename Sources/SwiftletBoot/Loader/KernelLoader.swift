@@ -122,7 +122,6 @@ public enum KernelLoader {
         guard let path else { return nil }
         let file = try BootFile.open(path, role: .initrd)
         defer { file.close() }
-        guard file.size > 0 else { throw .emptyInitrd(path: path) }
         let doesNotFit = BootError.initrdDoesNotFit(path: path, size: file.size, floor: floor, ceiling: ceiling,
                                                     ceilingIsInitrdAddrMax: ceilingIsInitrdAddrMax)
         guard let placement = InitrdPlacement.highest(size: file.size, floor: floor, ceiling: ceiling) else {
@@ -149,20 +148,31 @@ struct BootFile {
     /// The file's size when it was opened.
     let size: UInt64
 
+    /// Opens `path`, which must be a non-empty regular file. The open never blocks: a FIFO, a
+    /// device or a directory is refused instead of waiting for a writer.
     static func open(_ path: String, role: BootError.FileRole) throws(BootError) -> BootFile {
         let descriptor: FileDescriptor
         do {
-            descriptor = try FileDescriptor.open(FilePath(path), .readOnly, options: [.closeOnExec])
+            descriptor = try FileDescriptor.open(FilePath(path), .readOnly, options: [.closeOnExec, .nonBlocking])
         } catch {
             throw .openFailed(role, path: path, (error as? Errno) ?? .ioError)
         }
+        let kind: FileKind, size: UInt64
         do {
-            let end = try descriptor.seek(offset: 0, from: .end)
-            return BootFile(role: role, path: path, descriptor: descriptor, size: UInt64(max(end, 0)))
+            (kind, size) = try descriptor.kindAndSize()
         } catch {
             try? descriptor.close()
-            throw .openFailed(role, path: path, (error as? Errno) ?? .ioError)
+            throw .openFailed(role, path: path, error)
         }
+        guard kind == .regular else {
+            try? descriptor.close()
+            throw .notARegularFile(role, path: path, kind: kind)
+        }
+        guard size > 0 else {
+            try? descriptor.close()
+            throw .emptyFile(role, path: path)
+        }
+        return BootFile(role: role, path: path, descriptor: descriptor, size: size)
     }
 
     func close() { try? descriptor.close() }

@@ -15,7 +15,8 @@ import SwiftletDispatcher
         #expect(ByteSize.parse(text) == bytes)
     }
 
-    @Test(arguments: ["", "M", "-1G", "1.5G", "12X", "99999999999999999999G", "20000000T", "１G", "1 G"])
+    @Test(arguments: ["", "M", "-1G", "1.5G", "12X", "99999999999999999999G", "20000000T", "１G", "1 G",
+                      "64iB", "64B", "64ib", "64MiBB", "-1"])
     func badSizesAreRefused(text: String) {
         #expect(ByteSize.parse(text) == nil)
     }
@@ -42,6 +43,19 @@ import SwiftletDispatcher
         } catch {
             #expect(SwiftletCommand.exitCode(for: error) != .success)
             #expect(!SwiftletCommand.message(for: error).isEmpty)
+        }
+    }
+
+    @Test(arguments: [(["--memory", "-1"], "--memory '-1' is not a size"),
+                      (["--cpus", "-1"], "--cpus -1: a machine needs at least 1 vCPU"),
+                      (["--memory", "64iB"], "--memory '64iB' is not a size")])
+    func negativeAndMalformedValuesAreNamedNotMissing(arguments: [String], message: String) {
+        do {
+            _ = try SwiftletCommand.parseAsRoot(["run"] + arguments)
+            Issue.record("accepted \(arguments)")
+        } catch {
+            #expect(SwiftletCommand.exitCode(for: error) != .success)
+            #expect(SwiftletCommand.message(for: error).contains(message), "\(SwiftletCommand.message(for: error))")
         }
     }
 

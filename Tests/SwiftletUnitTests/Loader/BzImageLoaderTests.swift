@@ -1,3 +1,4 @@
+import Foundation
 import SwiftletCore
 import SwiftletArch
 import SwiftletMemory
@@ -252,7 +253,7 @@ import Testing
     @Test func refusesEmptyOrMissingInitrd() throws {
         let memory = try LoaderFixtures.memory()
         let error = LoaderFixtures.bootError { try LoaderFixtures.load(kernel: CraftedBzImage().bytes, initrd: [], memory: memory) }
-        guard case .emptyInitrd = error else { Issue.record("unexpected \(String(describing: error))"); return }
+        guard case .emptyFile(.initrd, _) = error else { Issue.record("unexpected \(String(describing: error))"); return }
         let missing = LoaderFixtures.bootError {
             try LoaderFixtures.withTemporaryFile(CraftedBzImage().bytes) { kernel in
                 _ = try KernelLoader.load(kernelPath: kernel, initrdPath: "/nonexistent/initrd", commandLine: "",
@@ -268,19 +269,38 @@ import Testing
             try KernelLoader.load(kernelPath: "/nonexistent/vmlinuz", initrdPath: nil, commandLine: "", memory: memory,
                                   e820: [], rsdpAddress: 0, lowRAMEnd: 64 << 20)
         }
-        // A directory opens, but seeking or reading it fails (which one depends on the file system).
+        // A directory, a FIFO (whose open would block until a writer came) and a /proc file
+        // (size 0, unseekable) are refused at once with what they are.
         let directory = LoaderFixtures.bootError {
             _ = try KernelLoader.load(kernelPath: "/tmp", initrdPath: nil, commandLine: "", memory: memory,
                                       e820: [], rsdpAddress: 0, lowRAMEnd: 64 << 20)
         }
-        switch directory {
-        case .openFailed(.kernel, "/tmp", _)?, .readFailed(.kernel, "/tmp", _)?: break
-        default: Issue.record("unexpected \(String(describing: directory))")
+        #expect(directory == .notARegularFile(.kernel, path: "/tmp", kind: .directory))
+        #expect(directory?.description == "kernel \"/tmp\" is a directory, not a regular file; pass the kernel file itself")
+        let fifo = FileManager.default.temporaryDirectory.appendingPathComponent("swiftlet-fifo-\(getpid())").path
+        #expect(mkfifo(fifo, 0o600) == 0)
+        defer { unlink(fifo) }
+        let initrdFIFO = LoaderFixtures.bootError {
+            try LoaderFixtures.withTemporaryFile(CraftedBzImage().bytes) { kernel in
+                _ = try KernelLoader.load(kernelPath: kernel, initrdPath: fifo, commandLine: "", memory: memory,
+                                          e820: [], rsdpAddress: 0, lowRAMEnd: 64 << 20)
+            }
         }
-        #expect(BootError.readFailed(.kernel, path: "/tmp", .isDirectory).description
-                == "kernel \"/tmp\" is a directory; pass the kernel file itself")
+        #expect(initrdFIFO == .notARegularFile(.initrd, path: fifo, kind: .fifo))
+        #expect(initrdFIFO?.description.contains("is a FIFO, not a regular file") == true)
+        let proc = LoaderFixtures.bootError {
+            _ = try KernelLoader.load(kernelPath: "/proc/version", initrdPath: nil, commandLine: "", memory: memory,
+                                      e820: [], rsdpAddress: 0, lowRAMEnd: 64 << 20)
+        }
+        #expect(proc == .emptyFile(.kernel, path: "/proc/version"))
+        #expect(proc?.description == "kernel \"/proc/version\" is empty (0 bytes); pass a Linux bzImage or an ELF vmlinux")
+        let device = LoaderFixtures.bootError {
+            _ = try KernelLoader.load(kernelPath: "/dev/zero", initrdPath: nil, commandLine: "", memory: memory,
+                                      e820: [], rsdpAddress: 0, lowRAMEnd: 64 << 20)
+        }
+        #expect(device == .notARegularFile(.kernel, path: "/dev/zero", kind: .characterDevice))
         let error = LoaderFixtures.bootError { try LoaderFixtures.load(kernel: [], memory: memory) }
-        guard case .notAKernel = error else { Issue.record("unexpected \(String(describing: error))"); return }
+        guard case .emptyFile(.kernel, _) = error else { Issue.record("unexpected \(String(describing: error))"); return }
     }
 
     @Test func refusesTooLongCommandLines() throws {
