@@ -64,10 +64,12 @@ void ckvm_set_immediate_exit(struct kvm_run *_Nonnull run, uint8_t value);
 /* Names the calling thread (truncated to the 15 bytes Linux keeps). */
 int ckvm_set_thread_name(const char *_Nonnull name);
 
-/* Restores `saved` on standard input before any signal that ends the process by default (SIGQUIT,
- * SIGUSR1, SIGALRM, ..., faults and aborts) takes effect: an async-signal-safe handler calls
- * tcsetattr, puts back the signal's previous disposition and lets the signal proceed. SIGINT,
- * SIGTERM and SIGHUP are left alone (Swiftlet blocks and handles them); so is the vCPU kick.
+/* Restores `saved` on standard input before any signal that ends the process takes effect: an
+ * async-signal-safe handler calls tcsetattr, then passes the signal on to what was there before
+ * (the default action, or the Swift runtime's crash reporter for faults and aborts). Covers
+ * SIGQUIT (which then quits, without the runtime's backtrace), SIGUSR1/2, SIGALRM, the other
+ * signals whose default ends the process, real-time signals, faults and aborts. SIGINT, SIGTERM
+ * and SIGHUP are left alone (Swiftlet blocks and handles them); so is the vCPU kick.
  * Returns 0 or -errno. Call again to replace the saved settings. */
 int ckvm_restore_terminal_on_fatal_signals(const struct termios *_Nonnull saved);
 /* Forgets the saved settings (the terminal was restored normally); the handlers then do nothing
