@@ -39,4 +39,11 @@ public final class OSThread: @unchecked Sendable {
     public func join() {
         _ = pthread_join(handle, nil)
     }
+
+    /// Starts `body` on a detached thread (nobody joins it; its resources go when it ends): for
+    /// service threads that live as long as their work, such as the console writer.
+    public static func detached(name: String, _ body: @escaping @Sendable () -> Void) throws(KVMError) {
+        let thread = try OSThread(name: name, body)
+        _ = pthread_detach(thread.handle)
+    }
 }

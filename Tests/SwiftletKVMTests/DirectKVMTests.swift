@@ -7,34 +7,8 @@ import SwiftletDispatcher
 /// Direct tests on this machine's /dev/kvm with tiny hand-made guests. They never skip: without a
 /// usable /dev/kvm they fail and say why.
 @Suite("Direct KVM", .serialized) struct DirectKVMTests {
-    let logger = Logger(label: "swiftlet-tests")
-
-    func boot(_ code: [UInt8], name: String, irqchip: Bool = true,
-              stopAfter: Duration? = nil) throws -> (outcome: RunOutcome, console: [UInt8]) {
-        let kernel = try TinyGuest.write(TinyGuest.elf(code), name: name + ".elf")
-        let consolePath = kernel + ".console"
-        let configuration = MachineConfiguration(kernelPath: kernel, memorySize: 32 << 20, console: .file(consolePath),
-                                                 hideParavirtFeatures: true, inKernelIRQChip: irqchip)
-        let machine: VirtualMachine
-        do {
-            machine = try VirtualMachine(configuration: configuration, logger: logger)
-        } catch {
-            Issue.record("cannot build a VM on /dev/kvm: \(error.message)")
-            throw error
-        }
-        if let stopAfter {
-            Thread.detachNewThread {
-                Thread.sleep(forTimeInterval: Double(stopAfter.components.seconds) + Double(stopAfter.components.attoseconds) / 1e18)
-                machine.stop()
-            }
-        }
-        let outcome = machine.run()
-        let console = (try? Data(contentsOf: URL(fileURLWithPath: consolePath))).map { [UInt8]($0) } ?? []
-        return (outcome, console)
-    }
-
     @Test func pioReachesTheUARTAndACPIPowerOffEndsTheMachine() throws {
-        let (outcome, console) = try boot(TinyGuest.print("Hello from PIO\n") + TinyGuest.powerOff, name: "pio")
+        let (outcome, console) = try TinyGuest.boot(TinyGuest.print("Hello from PIO\n") + TinyGuest.powerOff, name: "pio")
         #expect(outcome.reason == .powerOff)
         #expect(String(decoding: console, as: UTF8.self) == "Hello from PIO\n")
     }
@@ -46,7 +20,7 @@ import SwiftletDispatcher
         code += TinyGuest.movEAXMem(0xc000_0008) + TinyGuest.printEAX   // "SWLT"
         code += TinyGuest.movEAXMem(0xd000_0000) + TinyGuest.printEAX   // nobody there: ff ff ff ff
         code += TinyGuest.powerOff
-        let (outcome, console) = try boot(code, name: "mmio")
+        let (outcome, console) = try TinyGuest.boot(code, name: "mmio")
         #expect(outcome.reason == .powerOff)
         #expect(outcome.guestExitStatus == 42)
         #expect(outcome.bootCompleteAfter != nil)
@@ -54,14 +28,14 @@ import SwiftletDispatcher
     }
 
     @Test func hltWithoutAnInKernelAPICStopsTheMachine() throws {
-        let (outcome, console) = try boot(TinyGuest.print("H") + TinyGuest.cli + [0xf4], name: "hlt", irqchip: false)
+        let (outcome, console) = try TinyGuest.boot(TinyGuest.print("H") + TinyGuest.cli + [0xf4], name: "hlt", irqchip: false)
         #expect(outcome.reason == .halted(vcpu: 0))
         #expect(console == Array("H".utf8))
     }
 
     @Test func aHaltedGuestIsKickedOutOfKVMRunOnStop() throws {
         let start = ContinuousClock.now
-        let (outcome, console) = try boot(TinyGuest.print("idle") + TinyGuest.cli + TinyGuest.hltForever, name: "idle",
+        let (outcome, console) = try TinyGuest.boot(TinyGuest.print("idle") + TinyGuest.cli + TinyGuest.hltForever, name: "idle",
                                           stopAfter: .milliseconds(300))
         #expect(outcome.reason == .requested)
         #expect(console == Array("idle".utf8))
@@ -75,7 +49,7 @@ import SwiftletDispatcher
         code += [0x31, 0xc9, 0xf7, 0xf1]                           // xor ecx,ecx; div ecx
         code += TinyGuest.hltForever
         code += [UInt8](repeating: 0, count: 0x800 - code.count) + [0, 0, 0, 0, 0, 0]   // the IDT descriptor
-        let (outcome, _) = try boot(code, name: "triple")
+        let (outcome, _) = try TinyGuest.boot(code, name: "triple")
         guard case let .tripleFault(vcpu, state) = outcome.reason else {
             Issue.record("expected a triple fault, got \(outcome.reason)")
             return
@@ -142,14 +116,9 @@ import SwiftletDispatcher
         code += TinyGuest.movDX(0x3fb) + TinyGuest.movAL(0x03) + TinyGuest.outDXAL   // LCR: 8N1, DLAB off
         code += TinyGuest.movDX(0x3fc) + TinyGuest.movAL(0x00) + TinyGuest.outDXAL   // MCR: no loopback
         code += TinyGuest.print("survived") + TinyGuest.powerOff
-        let kernel = try TinyGuest.write(TinyGuest.elf(code), name: "hostile.elf")
-        let consolePath = kernel + ".console"
-        let configuration = MachineConfiguration(kernelPath: kernel, memorySize: 32 << 20, console: .file(consolePath),
-                                                 hideParavirtFeatures: true)
-        let outcome = try VirtualMachine(configuration: configuration, logger: Logger(label: "t")).run()
+        let (outcome, console) = try TinyGuest.boot(code, name: "hostile")
         #expect(outcome.reason == .powerOff)
         #expect(outcome.guestExitStatus == 0xef)        // the sweep reached the control page's status register
-        let console = try Data(contentsOf: URL(fileURLWithPath: consolePath))
         #expect(console.count >= 8 && Array(console.suffix(8)) == Array("survived".utf8))
     }
 
@@ -175,14 +144,9 @@ import SwiftletDispatcher
         code += TinyGuest.movqMemMM0(0x1ff_fffb) + TinyGuest.printMM0     // 5 bytes RAM + 3 dropped
         code += TinyGuest.movEAXMem(0x1ff_fffc) + TinyGuest.printEAX      // all RAM: ff ff ff ff
         code += TinyGuest.print("survived") + TinyGuest.powerOff
-        let kernel = try TinyGuest.write(TinyGuest.elf(code), name: "odd-mmio.elf")
-        let consolePath = kernel + ".console"
-        let configuration = MachineConfiguration(kernelPath: kernel, memorySize: 32 << 20, console: .file(consolePath),
-                                                 hideParavirtFeatures: true)
-        let outcome = try VirtualMachine(configuration: configuration, logger: Logger(label: "t")).run()
+        let (outcome, console) = try TinyGuest.boot(code, name: "odd-mmio")
         #expect(outcome.reason == .powerOff, "\(outcome.reason.message)")
         #expect(outcome.guestExitStatus == nil)          // the control page saw no partial write
-        let console = (try? Data(contentsOf: URL(fileURLWithPath: consolePath))).map { [UInt8]($0) } ?? []
         let ones4: [UInt8] = [0xff, 0xff, 0xff, 0xff]
         var expected = ones4                              // the control page's tail and unowned MMIO
         expected += [0x5a, 0xff, 0xff, 0xff]

@@ -1,4 +1,7 @@
 import Foundation
+import Logging
+import Testing
+@testable import Swiftlet
 
 /// Builds tiny hand-assembled guests as ELF files with a PVH entry note, the way
 /// lab-and-peers.md §8 describes: the code is loaded at 1 MiB and entered in 32-bit protected
@@ -29,6 +32,32 @@ enum TinyGuest {
         file += note
         file += [UInt8](repeating: 0, count: codeOffset - file.count)
         return file + code
+    }
+
+    /// Boots `code` as a tiny guest (32 MiB, console to a file, paravirtual features hidden) and
+    /// returns how the run ended and what the guest printed; `stopAfter` stops it from another thread.
+    static func boot(_ code: [UInt8], name: String, irqchip: Bool = true,
+              stopAfter: Duration? = nil) throws -> (outcome: RunOutcome, console: [UInt8]) {
+        let kernel = try write(elf(code), name: name + ".elf")
+        let consolePath = kernel + ".console"
+        let configuration = MachineConfiguration(kernelPath: kernel, memorySize: 32 << 20, console: .file(consolePath),
+                                                 hideParavirtFeatures: true, inKernelIRQChip: irqchip)
+        let machine: VirtualMachine
+        do {
+            machine = try VirtualMachine(configuration: configuration, logger: Logger(label: "swiftlet-tests"))
+        } catch {
+            Issue.record("cannot build a VM on /dev/kvm: \(error.message)")
+            throw error
+        }
+        if let stopAfter {
+            Thread.detachNewThread {
+                Thread.sleep(forTimeInterval: Double(stopAfter.components.seconds) + Double(stopAfter.components.attoseconds) / 1e18)
+                machine.stop()
+            }
+        }
+        let outcome = machine.run()
+        let console = (try? Data(contentsOf: URL(fileURLWithPath: consolePath))).map { [UInt8]($0) } ?? []
+        return (outcome, console)
     }
 
     /// Writes `bytes` to a fresh temporary file and returns its path.

@@ -64,7 +64,7 @@ public final class ConsoleOutput: OutputSink, @unchecked Sendable {
 
     /// What the writer thread shares with the producers.
     private final class Core: @unchecked Sendable {
-        let state = Mutex(State())
+        let state = HostLock(State())
         let wake: EventFD
         let fd: Int32
         let owned: Bool
@@ -151,7 +151,7 @@ public final class ConsoleOutput: OutputSink, @unchecked Sendable {
     public init(fd: Int32, owned: Bool, name: String, onFailure: @escaping @Sendable (String) -> Void) throws(KVMError) {
         let core = try Core(fd: fd, owned: owned, name: name, onFailure: onFailure)
         self.core = core
-        _ = try OSThread(name: "swiftlet-console") { core.drainForever() }
+        try OSThread.detached(name: "swiftlet-console") { core.drainForever() }
     }
 
     deinit { shutDown() }
@@ -225,7 +225,7 @@ public final class ConsoleInputQueue: InputSource, @unchecked Sendable {
     /// The bytes the queue holds.
     public static let capacity = 64 << 10
 
-    private let state = Mutex((ring: ByteRing(capacity: ConsoleInputQueue.capacity), senderWaiting: false))
+    private let state = HostLock((ring: ByteRing(capacity: ConsoleInputQueue.capacity), senderWaiting: false))
     private let pending = Atomic<Int>(0)
     private let room: EventFD
 

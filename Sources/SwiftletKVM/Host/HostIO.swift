@@ -122,7 +122,7 @@ public enum ConsoleFile {
 public enum StandardInputPump {
     /// Starts the pump.
     public static func start(deliver: @escaping @Sendable ([UInt8]) -> Void) throws(KVMError) {
-        _ = try OSThread(name: "swiftlet-stdin") {
+        try OSThread.detached(name: "swiftlet-stdin") {
             var buffer = [UInt8](repeating: 0, count: 256)
             while true {
                 let count = unsafe buffer.withUnsafeMutableBytes { unsafe read(0, $0.baseAddress!, $0.count) }

@@ -72,7 +72,7 @@ public enum TerminationSignals {
 
     /// Starts a thread that calls `handler` with each termination signal received.
     public static func handle(_ handler: @escaping @Sendable (Int32) -> Void) throws(KVMError) {
-        _ = try OSThread(name: "swiftlet-signals") {
+        try OSThread.detached(name: "swiftlet-signals") {
             var signals = set()
             while true {
                 var received: Int32 = 0
