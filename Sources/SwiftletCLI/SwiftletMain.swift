@@ -61,12 +61,12 @@ public enum SwiftletMain {
     }
 
     static func printError(_ message: String) {
-        StandardError.write("swiftlet: error: " + message.split(separator: "\n").joined(separator: "; ") + "\n")
+        StandardError.write(MessageLogHandler.line(level: .error, message: message))
     }
 
     static func execute(_ command: RunCommand, session: Session, startTime: ContinuousClock.Instant) -> Int32 {
-        var logger = Logger(label: "swiftlet") { StreamLogHandler.standardError(label: $0) }
-        logger.logLevel = Logger.Level(rawValue: command.logLevel) ?? .warning
+        let level = Logger.Level(rawValue: command.logLevel) ?? .warning
+        let logger = Logger(label: "swiftlet") { _ in MessageLogHandler(logLevel: level) }
         var environment: [String: String] = [:]
         for name in ["SWIFTLET_GUEST_DIR", "XDG_CACHE_HOME", "HOME"] { environment[name] = HostInfo.environment(name) }
         let machine: VirtualMachine

@@ -79,6 +79,11 @@ import SwiftletDispatcher
         #expect(try RunCommand.parse([]).kernelCommandLine == RunCommand.defaultCommandLine)
     }
 
+    @Test func messagesAreOneLineInSwiftletsShape() {
+        #expect(MessageLogHandler.line(level: .warning, message: "a\nb") == "swiftlet: warning: a; b\n")
+        #expect(MessageLogHandler.line(level: .error, message: "x") == "swiftlet: error: x\n")
+    }
+
     @Test func commandsAreQuotedForTheGuestShell() {
         #expect(shellQuote(["echo", "a b", "it's", ""]) == "echo 'a b' 'it'\\''s' ''")
         #expect(shellQuote(["uname", "-a"]) == "uname -a")
