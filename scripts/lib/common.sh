@@ -64,3 +64,22 @@ build_swiftlet() {
   fi
   echo "$SWIFTLET_REPO/.build/release/swiftlet"
 }
+
+# run_lab LOG KEEPLOG LAB-ARGS...: runs scripts/lab LAB-ARGS with its output shown as it comes;
+# leaves L2's console, carriage returns stripped, in LOG (and a copy in KEEPLOG unless that is
+# empty) and scripts/lab's exit status in LAB_RC. Does not fail itself, whatever the lab does.
+run_lab() {
+  local log=$1 keep=$2 opts=$-
+  shift 2
+  set +e
+  "$SWIFTLET_REPO/scripts/lab" "$@" | tee "$log.raw"
+  LAB_RC=${PIPESTATUS[0]}
+  case "$opts" in *e*) set -e ;; esac
+  tr -d '\r' < "$log.raw" > "$log"
+  rm -f "$log.raw"
+  if [ -n "$keep" ]; then cp "$log" "$keep"; fi
+}
+
+# lab_froze LOG: true when the run_lab whose console is LOG froze or got stuck (scripts/lab's status
+# 3, and no LAB-END line: a script of its own that ends with status 3 has one).
+lab_froze() { [ "${LAB_RC:-}" = 3 ] && ! grep -q '^LAB-END rc=' "$1"; }
