@@ -49,6 +49,18 @@ ensure_vmmbench() {
   fi
 }
 
+# ensure_kvmpin: build the static kvm-pin helper (tools/kvm-pin, started in the lab's L2) into the
+# cache if needed; sets KVMPIN.
+ensure_kvmpin() {
+  local src=$SWIFTLET_REPO/tools/kvm-pin/kvm-pin.c
+  KVMPIN=$SWIFTLET_CACHE/kvm-pin
+  if [ ! -x "$KVMPIN" ] || [ "$src" -nt "$KVMPIN" ]; then
+    ensure_pkgs gcc libc6-dev
+    mkdir -p "$SWIFTLET_CACHE"
+    gcc -O2 -static -Wall -o "$KVMPIN.tmp" "$src" && mv "$KVMPIN.tmp" "$KVMPIN" || die "building kvm-pin failed"
+  fi
+}
+
 # build_swiftlet: a fully static release build of swiftlet (it runs in the lab, which has no Swift
 # toolchain, and starts faster there than a dynamically linked one: no relocations to process under
 # TCG); prints the binary's path. Build output goes to stderr.
