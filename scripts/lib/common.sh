@@ -49,6 +49,18 @@ ensure_vmmbench() {
   fi
 }
 
+# ensure_kvmpin: build the static kvm-pin helper (tools/kvm-pin, started in the lab's L2) into the
+# cache if needed; sets KVMPIN.
+ensure_kvmpin() {
+  local src=$SWIFTLET_REPO/tools/kvm-pin/kvm-pin.c
+  KVMPIN=$SWIFTLET_CACHE/kvm-pin
+  if [ ! -x "$KVMPIN" ] || [ "$src" -nt "$KVMPIN" ]; then
+    ensure_pkgs gcc libc6-dev
+    mkdir -p "$SWIFTLET_CACHE"
+    gcc -O2 -static -Wall -o "$KVMPIN.tmp" "$src" && mv "$KVMPIN.tmp" "$KVMPIN" || die "building kvm-pin failed"
+  fi
+}
+
 # build_swiftlet: a fully static release build of swiftlet (it runs in the lab, which has no Swift
 # toolchain, and starts faster there than a dynamically linked one: no relocations to process under
 # TCG); prints the binary's path. Build output goes to stderr.
@@ -64,3 +76,22 @@ build_swiftlet() {
   fi
   echo "$SWIFTLET_REPO/.build/release/swiftlet"
 }
+
+# run_lab LOG KEEPLOG LAB-ARGS...: runs scripts/lab LAB-ARGS with its output shown as it comes;
+# leaves L2's console, carriage returns stripped, in LOG (and a copy in KEEPLOG unless that is
+# empty) and scripts/lab's exit status in LAB_RC. Does not fail itself, whatever the lab does.
+run_lab() {
+  local log=$1 keep=$2 opts=$-
+  shift 2
+  set +e
+  "$SWIFTLET_REPO/scripts/lab" "$@" | tee "$log.raw"
+  LAB_RC=${PIPESTATUS[0]}
+  case "$opts" in *e*) set -e ;; esac
+  tr -d '\r' < "$log.raw" > "$log"
+  rm -f "$log.raw"
+  if [ -n "$keep" ]; then cp "$log" "$keep"; fi
+}
+
+# lab_froze LOG: true when the run_lab whose console is LOG froze or got stuck (scripts/lab's status
+# 3, and no LAB-END line: a script of its own that ends with status 3 has one).
+lab_froze() { [ "${LAB_RC:-}" = 3 ] && ! grep -q '^LAB-END rc=' "$1"; }
