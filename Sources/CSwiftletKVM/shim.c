@@ -103,7 +103,7 @@ static int guard_signal(int signo, int chain) {
     struct sigaction action;
     memset(&action, 0, sizeof(action));
     action.sa_sigaction = restore_terminal_handler;
-    action.sa_flags = SA_SIGINFO | SA_NODEFER;
+    action.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;   /* a stack overflow still gets here */
     sigemptyset(&action.sa_mask);
     return sigaction(signo, &action, NULL) == 0 ? 0 : -errno;
 }
