@@ -2,7 +2,8 @@
 // Swiftlet: a KVM microVM monitor in Swift. See README.md for the module map.
 import PackageDescription
 
-/// Targets that must not use unsafe constructs: everything except the two unsafe modules.
+/// Targets that must not use unsafe constructs: everything except the unsafe modules (guest memory,
+/// host primitives, KVM).
 let safe: [SwiftSetting] = [.strictMemorySafety(), .treatWarning("StrictMemorySafety", as: .error)]
 
 let package = Package(
@@ -18,15 +19,20 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
     ],
     targets: [
-        // Tier 0: the C shim over <linux/kvm.h> and ioctl, and guest RAM (one of two unsafe Swift modules).
-        .target(name: "CSwiftletKVM"),
+        // Tier 0: the C shims over <linux/kvm.h> and ioctl and over host calls, guest RAM and host
+        // primitives (threads, terminal, signals, console buffers): three of the four unsafe Swift modules.
+        .target(name: "CSwiftletHost"),
+        .target(name: "CSwiftletKVM", dependencies: ["CSwiftletHost"]),
         .target(name: "SwiftletMemory", dependencies: [.product(name: "SystemPackage", package: "swift-system")],
                 swiftSettings: [.strictMemorySafety()]),
         // Tier 1: vocabulary shared by the dispatcher and the interpreters.
         .target(name: "SwiftletCore", dependencies: ["SwiftletMemory"], swiftSettings: safe),
+        .target(name: "SwiftletHost", dependencies: [
+            "CSwiftletHost", "SwiftletCore", .product(name: "SystemPackage", package: "swift-system"),
+        ], swiftSettings: [.strictMemorySafety()]),
         // Tier 2: x86_64 machine description (layout, GDT, page tables, CPUID, MSRs, registers).
         .target(name: "SwiftletArch", dependencies: ["SwiftletCore", "SwiftletMemory"], swiftSettings: safe),
-        // Tier 3: the KVM wrapper (the other unsafe module), the allocator, the boot loaders and ACPI,
+        // Tier 3: the KVM wrapper (the last unsafe module), the allocator, the boot loaders and ACPI,
         // the dispatcher and the interpreters (device models).
         .target(name: "SwiftletKVM", dependencies: [
             "CSwiftletKVM", "SwiftletCore", "SwiftletMemory", "SwiftletArch",
@@ -40,14 +46,14 @@ let package = Package(
         .target(name: "SwiftletDevices", dependencies: ["SwiftletCore"], swiftSettings: safe),
         // Tier 5: the composition root (builder, VM lifecycle, public API).
         .target(name: "Swiftlet", dependencies: [
-            "SwiftletCore", "SwiftletMemory", "SwiftletArch", "SwiftletKVM", "SwiftletAllocator",
+            "SwiftletCore", "SwiftletMemory", "SwiftletArch", "SwiftletKVM", "SwiftletHost", "SwiftletAllocator",
             "SwiftletBoot", "SwiftletDispatcher", "SwiftletDevices",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: safe),
         // Tier 6: the command line (a library so it can be unit-tested) and the executable.
         .target(name: "SwiftletCLI", dependencies: [
-            "Swiftlet", "SwiftletKVM", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "Swiftlet", "SwiftletHost", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: safe),
         .executableTarget(name: "swiftlet", dependencies: ["SwiftletCLI"], swiftSettings: safe),

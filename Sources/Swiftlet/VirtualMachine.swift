@@ -6,6 +6,7 @@ import SwiftletBoot
 import SwiftletCore
 import SwiftletDevices
 import SwiftletDispatcher
+import SwiftletHost
 import SwiftletKVM
 import SwiftletMemory
 

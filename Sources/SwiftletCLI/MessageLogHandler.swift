@@ -1,5 +1,5 @@
 import Logging
-import SwiftletKVM
+import SwiftletHost
 
 /// Writes log messages to standard error as `swiftlet: LEVEL: message`, one line each, in the
 /// same shape as Swiftlet's `swiftlet: error:` lines (swift-log's stream handler prefixes a

@@ -2,7 +2,7 @@ import ArgumentParser
 import Logging
 import Swiftlet
 import Synchronization
-import SwiftletKVM
+import SwiftletHost
 
 /// Where the default guest lives.
 public enum DefaultGuest {

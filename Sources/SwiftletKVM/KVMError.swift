@@ -12,7 +12,7 @@ public enum KVMError: Error, Equatable, Sendable, CustomStringConvertible {
     case missingCapability(String)
     /// Mapping a vCPU's `kvm_run` area failed.
     case mapRun(Errno)
-    /// A host call outside KVM failed (threads, signals).
+    /// A host call made for KVM failed (allocating an ioctl buffer, installing the kick handler).
     case host(String, Errno)
 
     public var description: String {

@@ -4,15 +4,13 @@
  * macros), drops flexible array members, and cannot install an async-signal-safe handler that
  * touches a thread-local kvm_run pointer. This header re-exports the request numbers, wraps
  * ioctl without varargs (returning -errno on failure), sizes flexible-array structs, and owns
- * the vCPU kick signal handler. It also carries the few host pieces Swift cannot reach or must
- * not run in a signal handler: <sys/eventfd.h>, thread naming, and the handler that restores the
- * terminal when a signal ends the process. Nothing else lives here. */
+ * the vCPU kick signal handler (the signal's number comes from CSwiftletHost). Nothing else lives
+ * here. */
 #pragma once
 #include <linux/kvm.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/eventfd.h>
-#include <termios.h>
+
 
 /* ioctl request numbers (imported into Swift as UInt). */
 static const unsigned long CKVM_GET_API_VERSION = KVM_GET_API_VERSION;
@@ -60,18 +58,3 @@ int ckvm_kick_signal(void);
 int ckvm_install_kick_handler(void);
 void ckvm_set_thread_run(struct kvm_run *_Nullable run);
 void ckvm_set_immediate_exit(struct kvm_run *_Nonnull run, uint8_t value);
-
-/* Names the calling thread (truncated to the 15 bytes Linux keeps). */
-int ckvm_set_thread_name(const char *_Nonnull name);
-
-/* Restores `saved` on standard input before any signal that ends the process takes effect: an
- * async-signal-safe handler calls tcsetattr, then passes the signal on to what was there before
- * (the default action, or the Swift runtime's crash reporter for faults and aborts). Covers
- * SIGQUIT (which then quits, without the runtime's backtrace), SIGUSR1/2, SIGALRM, the other
- * signals whose default ends the process, real-time signals, faults and aborts. SIGINT, SIGTERM
- * and SIGHUP are left alone (Swiftlet blocks and handles them); so is the vCPU kick.
- * Returns 0 or -errno. Call again to replace the saved settings. */
-int ckvm_restore_terminal_on_fatal_signals(const struct termios *_Nonnull saved);
-/* Forgets the saved settings (the terminal was restored normally); the handlers then do nothing
- * but pass the signal on. */
-void ckvm_forget_terminal(void);

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CSwiftletKVM
+import CSwiftletHost
 import Synchronization
 
 /// The terminal settings to restore at exit, if raw mode was entered.
@@ -28,9 +28,9 @@ public enum Terminal {
             var raw = original
             unsafe cfmakeraw(&raw)
             raw.c_oflag |= tcflag_t(OPOST | ONLCR)        // keep newline translation for our own messages
-            _ = unsafe ckvm_restore_terminal_on_fatal_signals(&original)
+            _ = unsafe chost_restore_terminal_on_fatal_signals(&original)
             guard unsafe tcsetattr(0, TCSANOW, &raw) == 0 else {
-                ckvm_forget_terminal()
+                chost_forget_terminal()
                 return false
             }
             unsafe savedTerminal = original
@@ -45,7 +45,7 @@ public enum Terminal {
         terminalLock.withLock { entered in
             guard entered, var original = unsafe savedTerminal else { return }
             _ = unsafe tcsetattr(0, TCSANOW, &original)
-            ckvm_forget_terminal()
+            chost_forget_terminal()
             entered = false
         }
     }
@@ -71,7 +71,7 @@ public enum TerminationSignals {
     }
 
     /// Starts a thread that calls `handler` with each termination signal received.
-    public static func handle(_ handler: @escaping @Sendable (Int32) -> Void) throws(KVMError) {
+    public static func handle(_ handler: @escaping @Sendable (Int32) -> Void) throws(HostError) {
         try OSThread.detached(name: "swiftlet-signals") {
             var signals = set()
             while true {

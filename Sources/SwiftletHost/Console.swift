@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CSwiftletKVM
+import CSwiftletHost
 import SwiftletCore
 import Synchronization
 import SystemPackage
@@ -10,9 +10,9 @@ import SystemPackage
 final class EventFD: @unchecked Sendable {
     private let fd: Int32
 
-    init() throws(KVMError) {
+    init() throws(HostError) {
         fd = eventfd(0, Int32(EFD_CLOEXEC))
-        guard fd >= 0 else { throw .host("creating an eventfd", Errno(rawValue: errno)) }
+        guard fd >= 0 else { throw HostError("creating an eventfd", Errno(rawValue: errno)) }
     }
 
     deinit { close(fd) }
@@ -71,7 +71,7 @@ public final class ConsoleOutput: OutputSink, @unchecked Sendable {
         let name: String
         let onFailure: @Sendable (String) -> Void
 
-        init(fd: Int32, owned: Bool, name: String, onFailure: @escaping @Sendable (String) -> Void) throws(KVMError) {
+        init(fd: Int32, owned: Bool, name: String, onFailure: @escaping @Sendable (String) -> Void) throws(HostError) {
             self.wake = try EventFD()
             self.fd = fd
             self.owned = owned
@@ -148,7 +148,7 @@ public final class ConsoleOutput: OutputSink, @unchecked Sendable {
     /// - Parameters:
     ///   - name: how messages name the destination (`"standard output"`, a quoted path).
     ///   - onFailure: called once, on the writer thread, with a one-line message if writing fails.
-    public init(fd: Int32, owned: Bool, name: String, onFailure: @escaping @Sendable (String) -> Void) throws(KVMError) {
+    public init(fd: Int32, owned: Bool, name: String, onFailure: @escaping @Sendable (String) -> Void) throws(HostError) {
         let core = try Core(fd: fd, owned: owned, name: name, onFailure: onFailure)
         self.core = core
         try OSThread.detached(name: "swiftlet-console") { core.drainForever() }
@@ -230,7 +230,7 @@ public final class ConsoleInputQueue: InputSource, @unchecked Sendable {
     private let room: EventFD
 
     /// Creates an empty queue.
-    public init() throws(KVMError) {
+    public init() throws(HostError) {
         room = try EventFD()
     }
 

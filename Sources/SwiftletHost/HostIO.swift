@@ -121,7 +121,7 @@ public enum ConsoleFile {
 /// to apply back-pressure. Stops at end of file or on an error (it never spins).
 public enum StandardInputPump {
     /// Starts the pump.
-    public static func start(deliver: @escaping @Sendable ([UInt8]) -> Void) throws(KVMError) {
+    public static func start(deliver: @escaping @Sendable ([UInt8]) -> Void) throws(HostError) {
         try OSThread.detached(name: "swiftlet-stdin") {
             var buffer = [UInt8](repeating: 0, count: 256)
             while true {

@@ -1,0 +1,27 @@
+/* CSwiftletHost: the thin C layer under SwiftletHost.
+ *
+ * What Swift cannot reach or must not run inside a signal handler: <sys/eventfd.h>, thread
+ * naming, the number of the signal that kicks a vCPU out of KVM_RUN (owned here so that the
+ * terminal guard below and the KVM shim agree on it), and the handler that restores the terminal
+ * when a signal ends the process. Nothing else lives here. */
+#pragma once
+#include <sys/eventfd.h>
+#include <termios.h>
+
+/* The real-time signal that kicks a vCPU thread (SIGRTMIN + 1; glibc keeps the first two). */
+int chost_kick_signal(void);
+
+/* Names the calling thread (truncated to the 15 bytes Linux keeps). */
+int chost_set_thread_name(const char *_Nonnull name);
+
+/* Restores `saved` on standard input before any signal that ends the process takes effect: an
+ * async-signal-safe handler calls tcsetattr, then passes the signal on to what was there before
+ * (the default action, or the Swift runtime's crash reporter for faults and aborts). Covers
+ * SIGQUIT (which then quits, without the runtime's backtrace), SIGUSR1/2, SIGALRM, the other
+ * signals whose default ends the process, real-time signals, faults and aborts. SIGINT, SIGTERM
+ * and SIGHUP are left alone (Swiftlet blocks and handles them); so is the vCPU kick.
+ * Returns 0 or -errno. Call again to replace the saved settings. */
+int chost_restore_terminal_on_fatal_signals(const struct termios *_Nonnull saved);
+/* Forgets the saved settings (the terminal was restored normally); the handlers then do nothing
+ * but pass the signal on. */
+void chost_forget_terminal(void);
