@@ -12,9 +12,11 @@ import SwiftletMemory
 
 /// A built microVM, ready to run: guest memory loaded, vCPUs configured, devices on their buses.
 ///
-/// The builder follows Firecracker's order: plan → memory → VM → vCPUs → boot image → ACPI →
-/// devices → boot registers. ``run()`` starts one OS thread per vCPU and blocks until the
-/// machine stops.
+/// Built in named steps (MachineBuilder.swift), failing on bad input before touching KVM:
+/// open the hypervisor → plan → map memory → load the boot image → create the VM → create the
+/// vCPUs → attach the console and the legacy devices (each recorded in a ``DeviceRegistry``) →
+/// write the ACPI tables from that registry → set the boot registers. ``run()`` starts one OS
+/// thread per vCPU and blocks until the machine stops.
 public final class VirtualMachine: Sendable {
     private let logger: Logger
     private let memory: GuestMemory
@@ -34,152 +36,36 @@ public final class VirtualMachine: Sendable {
     /// Builds the machine described by `configuration`.
     ///
     /// - Parameter startTime: when Swiftlet started, for the boot-complete timer.
-    /// - Throws: ``SwiftletError`` with kind `.usage` for bad input (kernel, initrd, sizes, no
-    ///   `/dev/kvm`) and `.host` for host failures.
+    /// - Throws: ``SwiftletError`` with kind `.usage` for bad input (kernel, initrd, sizes, console
+    ///   file, no `/dev/kvm`) and `.host` for host failures.
     public init(configuration: MachineConfiguration, logger: Logger,
                 startTime: ContinuousClock.Instant = .now) throws(SwiftletError) {
         self.logger = logger
         self.startTime = startTime
-        let kvm: KVM
-        do {
-            kvm = try KVM(path: configuration.kvmPath)
-        } catch {
-            if case .open = error { throw SwiftletError(.usage, error.description) }
-            throw SwiftletError(.host, error.description)
-        }
-        let plan: MachinePlan
-        do {
-            let limits = ResourceLimits(maximumMemory: min(HostInfo.physicalMemory, 1 << 40),
-                                        maximumVCPUs: try kvm.maxVCPUs())
-            plan = try MachinePlan(vcpuCount: configuration.vcpuCount, memorySize: configuration.memorySize, limits: limits)
-        } catch let error as AllocatorError {
-            throw SwiftletError(.usage, error.description)
-        } catch {
-            throw SwiftletError(.host, "\(error)")
-        }
-        do {
-            memory = try GuestMemory(ranges: plan.memory.ranges)
-        } catch {
-            throw SwiftletError(.host, error.description)
-        }
+        let kvm = try Self.openHypervisor(at: configuration.kvmPath)
+        let plan = try Self.plan(configuration, kvm: kvm)
+        memory = try Self.mapMemory(plan)
         logger.trace("guest memory mapped at \(milliseconds(since: startTime)) ms")
+        let boot = try Self.loadBootImage(configuration, plan: plan, memory: memory)
+        logger.trace("kernel and initrd loaded at \(milliseconds(since: startTime)) ms")
 
-        // The boot image and the firmware tables go into RAM first: they fail on bad input.
-        let entry: BootEntry
-        do {
-            entry = try KernelLoader.load(kernelPath: configuration.kernelPath, initrdPath: configuration.initrdPath,
-                                          commandLine: configuration.commandLine, memory: memory,
-                                          e820: plan.memory.e820, rsdpAddress: X86Layout.acpiTablesAddress,
-                                          lowRAMEnd: plan.memory.lowRAMEnd)
-        } catch {
-            throw SwiftletError(.usage, error.description)
-        }
-        do {
-            let tables = try ACPITables.build(ACPIConfiguration(vcpuCount: plan.vcpuCount, serialPorts: [.com1]))
-            try memory.write(tables.bytes, at: GuestAddress(tables.rsdpAddress))
-        } catch {
-            throw SwiftletError(.host, "building ACPI tables: \(error)")
-        }
-        logger.trace("kernel, initrd and ACPI tables loaded at \(milliseconds(since: startTime)) ms")
-        let mode: BootMode
-        switch entry {
-        case let .linux64(address, bootParams): mode = .linux64(entry: address, bootParams: bootParams)
-        case let .pvh(address, startInfo): mode = .pvh(entry: address, startInfo: startInfo)
-        }
-        let boot = X86BootState(mode: mode)
-        do {
-            for write in boot.memoryWrites { try memory.write(write.bytes, at: GuestAddress(write.address)) }
-        } catch {
-            throw SwiftletError(.host, error.description)
-        }
-
-        // The VM, its vCPUs and the in-kernel interrupt controllers.
         control = RunControl()
         events = MachineEventRecorder(control: control, logger: logger, startTime: startTime)
-        do {
-            vm = try kvm.createVirtualMachine()
-            try vm.setTSSAddress(X86Layout.kvmTSSAddress)
-            try vm.setIdentityMapAddress(X86Layout.kvmIdentityMapAddress)
-            if configuration.inKernelIRQChip {
-                try vm.createIRQChip()
-                try vm.createPIT()
-            }
-            try vm.registerMemory(memory)
-            logger.trace("VM created at \(milliseconds(since: startTime)) ms")
-            let supported = try kvm.supportedCPUID()
-            let policy = CPUIDPolicy(vcpuCount: plan.vcpuCount, hideParavirtFeatures: configuration.hideParavirtFeatures)
-            var created: [KVMVirtualCPU] = []
-            for index in 0..<plan.vcpuCount {
-                let vcpu = try vm.createVirtualCPU(index: index)
-                try vcpu.setCPUID(policy.entries(for: index, from: supported))
-                let accepted = try vcpu.setMSRs(X86BootState.initialMSRs)
-                if accepted < X86BootState.initialMSRs.count {
-                    logger.debug("KVM accepted \(accepted) of \(X86BootState.initialMSRs.count) boot MSRs on vCPU \(index)")
-                }
-                try vcpu.resetFPU()
-                if configuration.inKernelIRQChip { try vcpu.configureLocalInterrupts() }
-                created.append(vcpu)
-            }
-            try created[0].setSpecialRegisters(boot.specialRegisters)
-            try created[0].setRegisters(boot.registers)
-            vcpus = created
-        } catch {
-            throw SwiftletError(.host, error.description)
-        }
+        vm = try Self.createVM(kvm, memory: memory, inKernelIRQChip: configuration.inKernelIRQChip)
+        logger.trace("VM created at \(milliseconds(since: startTime)) ms")
+        vcpus = try Self.createVCPUs(vm, kvm: kvm, plan: plan, configuration: configuration, logger: logger)
 
-        // The interpreters: legacy devices on the PIO bus, Swiftlet's control page on the MMIO bus.
-        // The console is buffered: vCPUs never wait on its reader (see ConsoleOutput).
+        var registry = DeviceRegistry()
+        let console = try Self.attachConsole(configuration, to: &registry, vm: vm, logger: logger)
+        (serial, consoleOutput, consoleInput) = (console.serial, console.output, console.input)
+        try Self.attachLegacyDevices(to: &registry, events: events)
+        try Self.writeACPITables(from: registry, vcpuCount: plan.vcpuCount, memory: memory)
+        try Self.setBootRegisters(boot, vcpu: vcpus[0])
+        logger.trace("devices attached and ACPI tables written at \(milliseconds(since: startTime)) ms")
+
         let log = logger
-        let reportFailure: @Sendable (String) -> Void = { message in log.warning("\(message)") }
-        do {
-            switch configuration.console {
-            case .stdio:
-                consoleOutput = try ConsoleOutput(fd: 1, owned: false, name: "standard output", onFailure: reportFailure)
-                consoleInput = try ConsoleInputQueue()
-            case .off:
-                consoleOutput = nil
-                consoleInput = nil
-            case let .file(path):
-                var inputs = [(FileIdentity, String)]()
-                if let kernel = FileIdentity(path: configuration.kernelPath) { inputs.append((kernel, "kernel")) }
-                if let initrdPath = configuration.initrdPath, let initrd = FileIdentity(path: initrdPath) {
-                    inputs.append((initrd, "initrd"))
-                }
-                let fd: Int32
-                do {
-                    fd = try ConsoleFile.open(path, inputs: inputs)
-                } catch {
-                    throw SwiftletError(.usage, error.description)
-                }
-                consoleOutput = try ConsoleOutput(fd: fd, owned: true, name: "\"\(path)\"", onFailure: reportFailure)
-                consoleInput = nil
-            }
-        } catch let error as SwiftletError {
-            throw error
-        } catch {
-            throw SwiftletError(.host, "\(error)")
-        }
-        let serialIRQ: any InterruptLine = configuration.inKernelIRQChip
-            ? vm.interruptLine(gsi: X86Layout.com1IRQ) : NoInterruptLine()
-        let serial = SharedDevice(Serial16550(irq: serialIRQ, output: consoleOutput ?? DiscardingSink(),
-                                              input: consoleInput ?? NoInput()))
-        self.serial = serial
-        consoleOutput?.onRoom { serial.withLock { $0.outputRoomAvailable() } }
-        var pio = Bus(name: "PIO")
-        var mmio = Bus(name: "MMIO")
-        do {
-            try pio.insert(serial, named: "serial0 (16550A)", at: UInt64(X86Layout.com1Port), size: 8)
-            try pio.insert(SharedDevice(I8042(events: events)), named: "i8042", at: UInt64(X86Layout.i8042Port), size: 5)
-            try pio.insert(SharedDevice(CMOSClock(clock: SystemWallClock())), named: "rtc (CMOS)", at: UInt64(X86Layout.cmosPort), size: 2)
-            try pio.insert(SharedDevice(ACPIPowerRegisters(events: events)), named: "acpi-power",
-                           at: UInt64(X86Layout.acpiPowerPort), size: 3)
-            try pio.insert(SharedDevice(PVPanic(events: events)), named: "pvpanic", at: UInt64(X86Layout.pvpanicPort), size: 1)
-            try mmio.insert(SharedDevice(GuestControlPage(events: events)), named: "swiftlet-control",
-                            at: X86Layout.controlPageAddress, size: 0x1000)
-        } catch {
-            throw SwiftletError(.host, error.description)
-        }
-        router = ExitRouter(pio: pio, mmio: mmio, unhandled: UnhandledAccessLog { message in log.debug("\(message)") })
+        router = ExitRouter(pio: registry.pio, mmio: registry.mmio,
+                            unhandled: UnhandledAccessLog { message in log.debug("\(message)") })
         control.attach(vcpus)
     }
 

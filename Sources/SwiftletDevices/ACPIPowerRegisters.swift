@@ -25,6 +25,9 @@ import SwiftletCore
 /// - Mitigation: there is no state to corrupt; only exact, documented writes produce an event, and
 ///   events only reach the ``MachineEventSink``, which decides what to do with them.
 public struct ACPIPowerRegisters: BusDevice {
+    /// The number of consecutive I/O ports the registers occupy (sleep control, sleep status, reset).
+    public static let windowSize: UInt64 = 3
+
     /// The registers' guest-visible state: there is none (every register is write-only or reads 0).
     public struct State: Codable, Equatable, Sendable {
         /// Creates the (empty) state.

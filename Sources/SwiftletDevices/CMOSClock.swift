@@ -42,6 +42,9 @@ import SwiftletCore
 /// - Mitigation: the index is masked to 7 bits into a 128-byte array, time fields are clamped,
 ///   all clock arithmetic wraps instead of trapping, and the guest only ever moves its own offset.
 public struct CMOSClock: BusDevice {
+    /// The number of consecutive I/O ports the RTC decodes (index, data).
+    public static let windowSize: UInt64 = 2
+
     /// The clock's guest-visible state, for snapshots.
     public struct State: Codable, Equatable, Sendable {
         /// The 128 bytes of CMOS RAM, including Status A and B and the alarm registers. The time

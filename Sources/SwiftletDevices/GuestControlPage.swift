@@ -22,6 +22,9 @@ import SwiftletCore
 /// - Mitigation: the page is stateless and reads are computed byte by byte without indexing;
 ///   events carry at most one byte of guest data and are only reported, never acted on here.
 public struct GuestControlPage: BusDevice {
+    /// The size of the page in bytes.
+    public static let windowSize: UInt64 = 0x1000
+
     /// The page's guest-visible state: there is none (it is stateless).
     public struct State: Codable, Equatable, Sendable {
         /// Creates the (empty) state.

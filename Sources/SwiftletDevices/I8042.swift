@@ -40,6 +40,9 @@ import SwiftletCore
 /// - Mitigation: all state is a few fixed-size bytes, unknown commands and widths are ignored,
 ///   and a reset request is only reported to the ``MachineEventSink``, which decides what to do.
 public struct I8042: BusDevice {
+    /// The number of consecutive I/O ports the controller spans from its base (data at +0, command and status at +4).
+    public static let windowSize: UInt64 = 5
+
     /// The controller's guest-visible state, for snapshots.
     public struct State: Codable, Equatable, Sendable {
         /// The controller configuration byte ("command byte").

@@ -11,6 +11,9 @@ import SwiftletCore
 /// mitigation: the device keeps no state and reports each event to the sink, which acts only on
 /// the first stop.
 public struct PVPanic: BusDevice {
+    /// The number of I/O ports the device decodes.
+    public static let windowSize: UInt64 = 1
+
     /// The device has no guest-visible state.
     public struct State: Codable, Equatable, Sendable {
         /// Creates the (empty) state.

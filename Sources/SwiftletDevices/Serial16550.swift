@@ -54,6 +54,9 @@ import SwiftletCore
 ///   are dropped), a guest that writes THR while the transmitter is busy only loses its own bytes
 ///   (the sink is bounded and never blocks), and each guest access raises at most one interrupt edge.
 public struct Serial16550: BusDevice {
+    /// The number of consecutive I/O ports the UART decodes (THR/RBR … SCR).
+    public static let windowSize: UInt64 = 8
+
     /// The capacity of the receive FIFO in bytes.
     public static let fifoCapacity = 64
     /// The size of the transmit FIFO: the transmitter is ready while the sink has this much room.

@@ -1,0 +1,218 @@
+import Logging
+import SwiftletAllocator
+import SwiftletArch
+import SwiftletBoot
+import SwiftletCore
+import SwiftletDevices
+import SwiftletHost
+import SwiftletKVM
+import SwiftletMemory
+
+/// The steps that build a ``VirtualMachine``, one verb per stage (Firecracker's
+/// `build_microvm_for_boot` shape). Each step turns its failures into a ``SwiftletError`` whose
+/// kind says whose fault it is: `.usage` for the caller's input, `.host` for the host.
+extension VirtualMachine {
+    /// Opens the hypervisor device; a missing or inaccessible one is the caller's to fix.
+    static func openHypervisor(at path: String) throws(SwiftletError) -> KVM {
+        do {
+            return try KVM(path: path)
+        } catch {
+            if case .open = error { throw SwiftletError(.usage, error.description) }
+            throw SwiftletError(.host, error.description)
+        }
+    }
+
+    /// Checks the requested vCPUs and memory against this host and lays out the address map.
+    static func plan(_ configuration: MachineConfiguration, kvm: KVM) throws(SwiftletError) -> MachinePlan {
+        do {
+            let limits = ResourceLimits(maximumMemory: min(HostInfo.physicalMemory, 1 << 40),
+                                        maximumVCPUs: try kvm.maxVCPUs())
+            return try MachinePlan(vcpuCount: configuration.vcpuCount, memorySize: configuration.memorySize, limits: limits)
+        } catch let error as AllocatorError {
+            throw SwiftletError(.usage, error.description)
+        } catch {
+            throw SwiftletError(.host, "\(error)")
+        }
+    }
+
+    /// Maps guest RAM.
+    static func mapMemory(_ plan: MachinePlan) throws(SwiftletError) -> GuestMemory {
+        do {
+            return try GuestMemory(ranges: plan.memory.ranges)
+        } catch {
+            throw SwiftletError(.host, error.description)
+        }
+    }
+
+    /// Loads the kernel, the initrd and the command line into RAM (they fail on bad input, before
+    /// KVM is touched) and writes the page tables and GDT the entry needs.
+    static func loadBootImage(_ configuration: MachineConfiguration, plan: MachinePlan,
+                              memory: GuestMemory) throws(SwiftletError) -> X86BootState {
+        let entry: BootEntry
+        do {
+            entry = try KernelLoader.load(kernelPath: configuration.kernelPath, initrdPath: configuration.initrdPath,
+                                          commandLine: configuration.commandLine, memory: memory,
+                                          e820: plan.memory.e820, rsdpAddress: X86Layout.acpiTablesAddress,
+                                          lowRAMEnd: plan.memory.lowRAMEnd)
+        } catch {
+            throw SwiftletError(.usage, error.description)
+        }
+        let mode: BootMode
+        switch entry {
+        case let .linux64(address, bootParams): mode = .linux64(entry: address, bootParams: bootParams)
+        case let .pvh(address, startInfo): mode = .pvh(entry: address, startInfo: startInfo)
+        }
+        let boot = X86BootState(mode: mode)
+        do {
+            for write in boot.memoryWrites { try memory.write(write.bytes, at: GuestAddress(write.address)) }
+        } catch {
+            throw SwiftletError(.host, error.description)
+        }
+        return boot
+    }
+
+    /// Creates the VM with its TSS and identity-map pages, the in-kernel interrupt controllers and
+    /// PIT (unless a tiny test guest asks for none), and registers guest RAM.
+    static func createVM(_ kvm: KVM, memory: GuestMemory, inKernelIRQChip: Bool) throws(SwiftletError) -> KVMVirtualMachine {
+        do {
+            let vm = try kvm.createVirtualMachine()
+            try vm.setTSSAddress(X86Layout.kvmTSSAddress)
+            try vm.setIdentityMapAddress(X86Layout.kvmIdentityMapAddress)
+            if inKernelIRQChip {
+                try vm.createIRQChip()
+                try vm.createPIT()
+            }
+            try vm.registerMemory(memory)
+            return vm
+        } catch {
+            throw SwiftletError(.host, error.description)
+        }
+    }
+
+    /// Creates the vCPUs with their CPUID, boot MSRs, FPU and local interrupt pins.
+    static func createVCPUs(_ vm: KVMVirtualMachine, kvm: KVM, plan: MachinePlan, configuration: MachineConfiguration,
+                            logger: Logger) throws(SwiftletError) -> [KVMVirtualCPU] {
+        do {
+            let supported = try kvm.supportedCPUID()
+            let policy = CPUIDPolicy(vcpuCount: plan.vcpuCount, hideParavirtFeatures: configuration.hideParavirtFeatures)
+            var created: [KVMVirtualCPU] = []
+            for index in 0..<plan.vcpuCount {
+                let vcpu = try vm.createVirtualCPU(index: index)
+                try vcpu.setCPUID(policy.entries(for: index, from: supported))
+                let accepted = try vcpu.setMSRs(X86BootState.initialMSRs)
+                if accepted < X86BootState.initialMSRs.count {
+                    logger.debug("KVM accepted \(accepted) of \(X86BootState.initialMSRs.count) boot MSRs on vCPU \(index)")
+                }
+                try vcpu.resetFPU()
+                if configuration.inKernelIRQChip { try vcpu.configureLocalInterrupts() }
+                created.append(vcpu)
+            }
+            return created
+        } catch {
+            throw SwiftletError(.host, error.description)
+        }
+    }
+
+    /// The console's pieces: the UART and its host-side output buffer and input queue.
+    struct Console {
+        let serial: SharedDevice<Serial16550>
+        let output: ConsoleOutput?
+        let input: ConsoleInputQueue?
+    }
+
+    /// Opens the console's destination (never blocking; a file is locked and may not be one of the
+    /// machine's input files) and attaches COM1's UART to it. The console is buffered: vCPUs never
+    /// wait on its reader (see ``ConsoleOutput``).
+    static func attachConsole(_ configuration: MachineConfiguration, to registry: inout DeviceRegistry,
+                              vm: KVMVirtualMachine, logger: Logger) throws(SwiftletError) -> Console {
+        let reportFailure: @Sendable (String) -> Void = { message in logger.warning("\(message)") }
+        let output: ConsoleOutput?
+        let input: ConsoleInputQueue?
+        do {
+            switch configuration.console {
+            case .stdio:
+                output = try ConsoleOutput(fd: 1, owned: false, name: "standard output", onFailure: reportFailure)
+                input = try ConsoleInputQueue()
+            case .off:
+                output = nil
+                input = nil
+            case let .file(path):
+                var inputs = [(FileIdentity, String)]()
+                if let kernel = FileIdentity(path: configuration.kernelPath) { inputs.append((kernel, "kernel")) }
+                if let initrdPath = configuration.initrdPath, let initrd = FileIdentity(path: initrdPath) {
+                    inputs.append((initrd, "initrd"))
+                }
+                let fd: Int32
+                do {
+                    fd = try ConsoleFile.open(path, inputs: inputs)
+                } catch {
+                    throw SwiftletError(.usage, error.description)
+                }
+                output = try ConsoleOutput(fd: fd, owned: true, name: "\"\(path)\"", onFailure: reportFailure)
+                input = nil
+            }
+        } catch let error as SwiftletError {
+            throw error
+        } catch {
+            throw SwiftletError(.host, "\(error)")
+        }
+        let irq: any InterruptLine = configuration.inKernelIRQChip
+            ? vm.interruptLine(gsi: X86Layout.com1IRQ) : NoInterruptLine()
+        let serial = SharedDevice(Serial16550(irq: irq, output: output ?? DiscardingSink(), input: input ?? NoInput()))
+        output?.onRoom { serial.withLock { $0.outputRoomAvailable() } }
+        try attach(serial, id: "serial0", kind: .serial16550, bus: .pio, base: UInt64(X86Layout.com1Port),
+                   size: Serial16550.windowSize, gsi: X86Layout.com1IRQ, to: &registry)
+        return Console(serial: serial, output: output, input: input)
+    }
+
+    /// Attaches the i8042 (reset line), the CMOS RTC, the ACPI power registers, the pvpanic port
+    /// and Swiftlet's control page.
+    static func attachLegacyDevices(to registry: inout DeviceRegistry, events: MachineEventRecorder) throws(SwiftletError) {
+        try attach(SharedDevice(I8042(events: events)), id: "i8042", kind: .i8042, bus: .pio,
+                   base: UInt64(X86Layout.i8042Port), size: I8042.windowSize, to: &registry)
+        try attach(SharedDevice(CMOSClock(clock: SystemWallClock())), id: "rtc", kind: .cmosClock, bus: .pio,
+                   base: UInt64(X86Layout.cmosPort), size: CMOSClock.windowSize, to: &registry)
+        let power = ACPIPowerRegisters(powerOffSleepType: X86Layout.acpiS5SleepType, resetValue: X86Layout.acpiResetValue,
+                                       events: events)
+        try attach(SharedDevice(power), id: "acpi-power", kind: .acpiPower, bus: .pio,
+                   base: UInt64(X86Layout.acpiPowerPort), size: ACPIPowerRegisters.windowSize, to: &registry)
+        try attach(SharedDevice(PVPanic(events: events)), id: "pvpanic", kind: .pvpanic, bus: .pio,
+                   base: UInt64(X86Layout.pvpanicPort), size: PVPanic.windowSize, to: &registry)
+        try attach(SharedDevice(GuestControlPage(events: events)), id: "swiftlet-control", kind: .controlPage, bus: .mmio,
+                   base: X86Layout.controlPageAddress, size: GuestControlPage.windowSize, to: &registry)
+    }
+
+    /// Registers one device; a clash is Swiftlet's own layout error, not the caller's.
+    private static func attach(_ handler: any BusHandler, id: String, kind: DeviceKind, bus: DeviceBus, base: UInt64,
+                               size: UInt64, gsi: UInt32? = nil, to registry: inout DeviceRegistry) throws(SwiftletError) {
+        do {
+            try registry.attach(handler, id: id, kind: kind, bus: bus, base: base, size: size, gsi: gsi)
+        } catch {
+            throw SwiftletError(.host, error.description)
+        }
+    }
+
+    /// Builds the ACPI tables from the devices attached (so the DSDT describes exactly what is on
+    /// the buses) and writes them at ``X86Layout/acpiTablesAddress``, where the boot information
+    /// already points.
+    static func writeACPITables(from registry: DeviceRegistry, vcpuCount: Int, memory: GuestMemory) throws(SwiftletError) {
+        let configuration = registry.acpiConfiguration(vcpuCount: vcpuCount, resetValue: X86Layout.acpiResetValue,
+                                                       s5SleepType: X86Layout.acpiS5SleepType)
+        do {
+            let tables = try ACPITables.build(configuration)
+            try memory.write(tables.bytes, at: GuestAddress(tables.rsdpAddress))
+        } catch {
+            throw SwiftletError(.host, "building ACPI tables: \(error)")
+        }
+    }
+
+    /// Sets the boot processor's registers for the kernel's entry.
+    static func setBootRegisters(_ boot: X86BootState, vcpu: KVMVirtualCPU) throws(SwiftletError) {
+        do {
+            try vcpu.setSpecialRegisters(boot.specialRegisters)
+            try vcpu.setRegisters(boot.registers)
+        } catch {
+            throw SwiftletError(.host, error.description)
+        }
+    }
+}
