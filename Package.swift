@@ -35,7 +35,7 @@ let package = Package(
         // Tier 3: the KVM wrapper (the last unsafe module), the allocator, the boot loaders and ACPI,
         // the dispatcher and the interpreters (device models).
         .target(name: "SwiftletKVM", dependencies: [
-            "CSwiftletKVM", "SwiftletCore", "SwiftletMemory", "SwiftletArch",
+            "CSwiftletKVM", "SwiftletCore", "SwiftletMemory", "SwiftletArch", "SwiftletHost",
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: [.strictMemorySafety()]),
         .target(name: "SwiftletAllocator", dependencies: ["SwiftletCore", "SwiftletArch", "SwiftletMemory"], swiftSettings: safe),
@@ -64,6 +64,8 @@ let package = Package(
             "SwiftletDispatcher", "SwiftletDevices", "Swiftlet", "SwiftletCLI",
         ], resources: [.copy("Fixtures")]),
         // Direct tests on /dev/kvm with tiny hand-made guests. They fail (never skip) without /dev/kvm.
-        .testTarget(name: "SwiftletKVMTests", dependencies: ["Swiftlet", "SwiftletKVM", "SwiftletCore", "SwiftletMemory"]),
+        .testTarget(name: "SwiftletKVMTests", dependencies: [
+            "Swiftlet", "SwiftletKVM", "SwiftletHost", "SwiftletCore", "SwiftletMemory",
+        ]),
     ]
 )

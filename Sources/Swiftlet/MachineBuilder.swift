@@ -156,8 +156,12 @@ extension VirtualMachine {
         } catch {
             throw SwiftletError(.host, "\(error)")
         }
-        let irq: any InterruptLine = configuration.inKernelIRQChip
-            ? vm.interruptLine(gsi: X86Layout.com1IRQ) : NoInterruptLine()
+        let irq: any InterruptLine
+        do {
+            irq = configuration.inKernelIRQChip ? try vm.interruptLine(gsi: X86Layout.com1IRQ) : NoInterruptLine()
+        } catch {
+            throw SwiftletError(.host, error.description)
+        }
         let serial = SharedDevice(Serial16550(irq: irq, output: output ?? DiscardingSink(), input: input ?? NoInput()))
         output?.onRoom { serial.withLock { $0.outputRoomAvailable() } }
         try attach(serial, id: "serial0", kind: .serial16550, bus: .pio, base: UInt64(X86Layout.com1Port),

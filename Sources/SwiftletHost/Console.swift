@@ -6,30 +6,6 @@ import SwiftletCore
 import Synchronization
 import SystemPackage
 
-/// An eventfd: a counter that one thread waits on and others signal; no signal is lost.
-final class EventFD: @unchecked Sendable {
-    private let fd: Int32
-
-    init() throws(HostError) {
-        fd = eventfd(0, Int32(EFD_CLOEXEC))
-        guard fd >= 0 else { throw HostError("creating an eventfd", Errno(rawValue: errno)) }
-    }
-
-    deinit { close(fd) }
-
-    /// Adds one to the counter, waking a waiter.
-    func signal() {
-        var one: UInt64 = 1
-        _ = unsafe Glibc.write(fd, &one, MemoryLayout<UInt64>.size)
-    }
-
-    /// Waits until the counter is non-zero, then resets it.
-    func wait() {
-        var value: UInt64 = 0
-        while unsafe Glibc.read(fd, &value, MemoryLayout<UInt64>.size) < 0 && errno == EINTR {}
-    }
-}
-
 /// The guest console's output: a bounded buffer that vCPU threads fill and one writer thread
 /// drains to a file descriptor (standard output, a file, a FIFO, a terminal).
 ///

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CSwiftletKVM
 import SwiftletCore
+import SwiftletHost
 import SwiftletMemory
 
 /// A KVM virtual machine: memory slots, the in-kernel irqchip and PIT, vCPUs and IRQ lines.
@@ -54,30 +55,46 @@ public final class KVMVirtualMachine: @unchecked Sendable {
         return try KVMVirtualCPU(fd: OwnedFD(vcpufd), index: index, mapSize: kvm.vcpuMapSize)
     }
 
-    /// Sets the level of interrupt line `gsi` (`KVM_IRQ_LINE`).
-    public func setIRQLine(_ gsi: UInt32, level: Bool) throws(KVMError) {
-        var line = kvm_irq_level()
-        line.irq = gsi
-        line.level = level ? 1 : 0
-        // SAFETY: `line` lives across the call; KVM reads sizeof(struct kvm_irq_level) bytes.
-        _ = try unsafe withUnsafeMutablePointer(to: &line) { (pointer) throws(KVMError) -> Int32 in
-            try unsafe kvmIoctl(fd.raw, CKVM_IRQ_LINE, pointer: UnsafeMutableRawPointer(pointer),
-                                name: "KVM_IRQ_LINE", detail: "GSI \(gsi)")
-        }
+    /// Routes `event` to interrupt line `gsi` (`KVM_IRQFD`, no resample fd): each signal on the
+    /// eventfd is one edge on the line, raised by KVM without an ioctl or a lock in Swiftlet.
+    public func registerIRQFD(_ event: EventFD, gsi: UInt32) throws(KVMError) {
+        var irqfd = kvm_irqfd()
+        irqfd.fd = UInt32(bitPattern: event.fd)
+        irqfd.gsi = gsi
+        _ = try kvmIoctl(fd.raw, CKVM_IRQFD, value: &irqfd, name: "KVM_IRQFD", detail: "GSI \(gsi)")
     }
 
-    /// An ``InterruptLine`` that pulses `gsi` (an edge) on each trigger.
-    public func interruptLine(gsi: UInt32) -> some InterruptLine { KVMEdgeLine(vm: self, gsi: gsi) }
+    /// An ``InterruptLine`` for `gsi` backed by an irqfd: a trigger is one eventfd write.
+    public func interruptLine(gsi: UInt32) throws(KVMError) -> IRQFDLine {
+        let event: EventFD
+        do {
+            event = try EventFD()
+        } catch {
+            throw .host(error.what, error.errno)
+        }
+        try registerIRQFD(event, gsi: gsi)
+        return IRQFDLine(event: event)
+    }
+
+    /// Makes a guest write of `length` bytes (1, 2, 4 or 8) at `address` signal `event` instead of
+    /// exiting to Swiftlet (`KVM_IOEVENTFD`): on the MMIO bus, or on the port-I/O bus if `pio`; with
+    /// `datamatch`, only writes of that value do. A virtio queue's notification arrives this way.
+    public func registerIOEvent(_ event: EventFD, address: UInt64, length: UInt32, pio: Bool = false,
+                                datamatch: UInt64? = nil) throws(KVMError) {
+        var ioeventfd = kvm_ioeventfd()
+        ioeventfd.addr = address
+        ioeventfd.len = length
+        ioeventfd.fd = event.fd
+        ioeventfd.datamatch = datamatch ?? 0
+        ioeventfd.flags = (datamatch != nil ? CKVM_IOEVENTFD_FLAG_DATAMATCH : 0) | (pio ? CKVM_IOEVENTFD_FLAG_PIO : 0)
+        _ = try kvmIoctl(fd.raw, CKVM_IOEVENTFD, value: &ioeventfd, name: "KVM_IOEVENTFD",
+                         detail: "\(pio ? "port" : "MMIO") 0x\(String(address, radix: 16)), \(length) bytes")
+    }
 }
 
-/// An edge-triggered line on the in-kernel irqchip: raise, then lower.
-struct KVMEdgeLine: InterruptLine {
-    let vm: KVMVirtualMachine
-    let gsi: UInt32
+/// An edge-triggered line on the in-kernel irqchip through an irqfd.
+public struct IRQFDLine: InterruptLine {
+    let event: EventFD
 
-    func trigger() {
-        // A failure here means the VM fd is gone (teardown); there is no guest-visible recovery.
-        try? vm.setIRQLine(gsi, level: true)
-        try? vm.setIRQLine(gsi, level: false)
-    }
+    public func trigger() { event.signal() }
 }

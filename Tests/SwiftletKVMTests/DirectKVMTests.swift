@@ -3,6 +3,7 @@ import Logging
 import Testing
 @testable import Swiftlet
 import SwiftletDispatcher
+import SwiftletHost
 
 /// Direct tests on this machine's /dev/kvm with tiny hand-made guests. They never skip: without a
 /// usable /dev/kvm they fail and say why.
@@ -25,6 +26,23 @@ import SwiftletDispatcher
         #expect(outcome.guestExitStatus == 42)
         #expect(outcome.bootCompleteAfter != nil)
         #expect(console == Array("SWLT".utf8) + [0xff, 0xff, 0xff, 0xff])
+    }
+
+    @Test func aGuestWriteToAnIOEventFDSignalsItWithoutAnExit() throws {
+        // A virtio queue's notification register, at the first virtio-mmio window's +0x50.
+        let notify = UInt32(truncatingIfNeeded: 0xd000_0050 as UInt64)
+        let event = try EventFD(nonBlocking: true)
+        var code = TinyGuest.movMemImm32(notify, 1)          // matches: signals the eventfd
+        code += TinyGuest.movMemImm32(notify, 1)
+        code += TinyGuest.movMemImm32(notify, 7)             // no match: an ordinary (unowned) MMIO exit
+        code += TinyGuest.print("ok") + TinyGuest.powerOff
+        let (outcome, console) = try TinyGuest.boot(code, name: "ioeventfd") { machine in
+            try machine.signal(event, onWriteOf: 1, length: 4, at: 0xd000_0050)
+        }
+        #expect(outcome.reason == .powerOff)
+        #expect(console == Array("ok".utf8))
+        #expect(event.take() == 2)
+        #expect(event.take() == 0)
     }
 
     @Test func hltWithoutAnInKernelAPICStopsTheMachine() throws {

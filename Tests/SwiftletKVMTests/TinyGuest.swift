@@ -36,8 +36,8 @@ enum TinyGuest {
 
     /// Boots `code` as a tiny guest (32 MiB, console to a file, paravirtual features hidden) and
     /// returns how the run ended and what the guest printed; `stopAfter` stops it from another thread.
-    static func boot(_ code: [UInt8], name: String, irqchip: Bool = true,
-              stopAfter: Duration? = nil) throws -> (outcome: RunOutcome, console: [UInt8]) {
+    static func boot(_ code: [UInt8], name: String, irqchip: Bool = true, stopAfter: Duration? = nil,
+                     prepare: (VirtualMachine) throws -> Void = { _ in }) throws -> (outcome: RunOutcome, console: [UInt8]) {
         let kernel = try write(elf(code), name: name + ".elf")
         let consolePath = kernel + ".console"
         let configuration = MachineConfiguration(kernelPath: kernel, memorySize: 32 << 20, console: .file(consolePath),
@@ -49,6 +49,7 @@ enum TinyGuest {
             Issue.record("cannot build a VM on /dev/kvm: \(error.message)")
             throw error
         }
+        try prepare(machine)
         if let stopAfter {
             Thread.detachNewThread {
                 Thread.sleep(forTimeInterval: Double(stopAfter.components.seconds) + Double(stopAfter.components.attoseconds) / 1e18)
