@@ -1,7 +1,7 @@
 import Synchronization
 
 /// The width of one port-I/O or MMIO access.
-public enum AccessWidth: Int, Sendable, CaseIterable {
+public enum AccessWidth: Int, Sendable, CaseIterable, BitwiseCopyable {
     case byte = 1, word = 2, dword = 4, qword = 8
 
     /// The width for an access of `bytes` bytes, or `nil` if no x86 access has that size.
@@ -19,7 +19,7 @@ public enum AccessWidth: Int, Sendable, CaseIterable {
 /// No instruction makes such an access, but the hypervisor reports one when it splits an access
 /// that crosses a page boundary (for example a dword at the last 3 bytes of a device's page, or
 /// one that starts in RAM and ends where no RAM is) and hands each MMIO part over on its own.
-public enum OddAccessLength: Int, Sendable, CaseIterable {
+public enum OddAccessLength: Int, Sendable, CaseIterable, BitwiseCopyable {
     case three = 3, five = 5, six = 6, seven = 7
 
     /// The length for a piece of `bytes` bytes, or `nil` for 0, 1, 2, 4, 8 or more than 8.

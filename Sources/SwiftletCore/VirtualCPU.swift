@@ -1,9 +1,20 @@
 /// Why a vCPU stopped running guest code: the hypervisor-neutral form of a VM exit.
-public enum VCPUExit: Sendable, Equatable {
-    /// `in` from `port`; `count` > 1 for string I/O (`rep ins`).
-    case pioIn(port: UInt16, width: AccessWidth, count: Int)
-    /// `out` to `port`; several values for string I/O (`rep outs`).
-    case pioOut(port: UInt16, width: AccessWidth, values: [UInt64])
+///
+/// The exit path must not allocate: every case carries scalars only, so an exit is
+/// `BitwiseCopyable` (a payload that needs the heap, such as an array, does not compile). String
+/// I/O carries its element count; the elements stay in the hypervisor's data area and are reached
+/// one at a time through ``VirtualCPU/value(at:)`` and ``VirtualCPU/completeRead(index:value:)``.
+public enum VCPUExit: Sendable, Equatable, BitwiseCopyable {
+    /// `in` of one element from `port`, completed with ``VirtualCPU/completeRead(_:)``.
+    case pioIn(port: UInt16, width: AccessWidth)
+    /// `out` of `value` (its low `width` bytes) to `port`.
+    case pioOut(port: UInt16, width: AccessWidth, value: UInt64)
+    /// String `in` (`rep ins`): `count` (more than 1) elements from `port`, element `i` stored with
+    /// ``VirtualCPU/completeRead(index:value:)`` before the next ``VirtualCPU/run()``.
+    case pioStringIn(port: UInt16, width: AccessWidth, count: Int)
+    /// String `out` (`rep outs`): `count` (more than 1) elements to `port`, in order, element `i`
+    /// fetched with ``VirtualCPU/value(at:)``.
+    case pioStringOut(port: UInt16, width: AccessWidth, count: Int)
     /// A read from guest-physical `address` that no RAM backs.
     case mmioRead(address: UInt64, width: AccessWidth)
     /// A write to guest-physical `address` that no RAM backs.
@@ -29,7 +40,7 @@ public enum VCPUExit: Sendable, Equatable {
     case unhandled(UnhandledExit)
 
     /// A guest-initiated event reported by the hypervisor itself (other kinds are ``unhandled(_:)``).
-    public enum SystemEvent: Sendable, Equatable {
+    public enum SystemEvent: Sendable, Equatable, BitwiseCopyable {
         case shutdown, reset, crash
     }
 }
@@ -37,7 +48,7 @@ public enum VCPUExit: Sendable, Equatable {
 /// An exit the hypervisor backend could not decode, named in the hypervisor's own terms.
 ///
 /// The names are static text, so that a backend reports such an exit without allocating.
-public struct UnhandledExit: Sendable, Equatable, CustomStringConvertible {
+public struct UnhandledExit: Sendable, Equatable, BitwiseCopyable, CustomStringConvertible {
     /// The hypervisor's number for the exit reason.
     public let reason: UInt32
     /// The hypervisor's name for the exit reason, e.g. `KVM_EXIT_IRQ_WINDOW_OPEN`.
@@ -76,14 +87,19 @@ public struct VCPUError: Error, Equatable, Sendable, CustomStringConvertible {
 /// The hypervisor seam: what the dispatcher needs from one virtual CPU.
 ///
 /// Implemented by the KVM backend and by scripted test doubles; the dispatcher never imports KVM.
+/// Every requirement but ``stateSummary()`` is on the exit path and must not allocate.
 public protocol VirtualCPU: AnyObject, Sendable {
     /// The vCPU's index (0 is the boot processor).
     var index: Int { get }
     /// Enters the guest and returns at the next exit.
     func run() throws(VCPUError) -> VCPUExit
-    /// Supplies the values of a completed `.pioIn` (one per count), `.mmioRead` or `.mmioOddPiece`
-    /// read (one value, of which the access's length in low bytes is used) before the next ``run()``.
-    func completeRead(_ values: [UInt64])
+    /// Supplies the value of a completed `.pioIn`, `.mmioRead` or `.mmioOddPiece` read (of which
+    /// the access's length in low bytes is used) before the next ``run()``.
+    func completeRead(_ value: UInt64)
+    /// Stores element `index` (in `0..<count`) of a pending `.pioStringIn` before the next ``run()``.
+    func completeRead(index: Int, value: UInt64)
+    /// Element `index` (in `0..<count`) of a pending `.pioStringOut`, in its low `width` bytes.
+    func value(at index: Int) -> UInt64
     /// Forces the vCPU out of the guest soon; the next ``run()`` returns ``VCPUExit/interrupted``.
     /// Safe to call from any thread.
     func kick()

@@ -57,11 +57,14 @@ public enum StopReason: Equatable, Sendable {
 }
 
 /// What the vCPU loop does after an exit has been handled.
+///
+/// The cases the I/O exits produce carry scalars only, so routing an access does not allocate;
+/// ``stop(_:)`` may carry text (the vCPU's state), built only when the machine stops.
 public enum Disposition: Equatable, Sendable {
-    /// Re-enter the guest.
+    /// Re-enter the guest (a string `in` has already stored its elements in the vCPU).
     case resume
-    /// Hand these values to the vCPU (a completed `in` or MMIO read), then re-enter.
-    case completeRead([UInt64])
+    /// Hand this value to the vCPU (a completed one-element `in` or an MMIO read), then re-enter.
+    case completeRead(UInt64)
     /// Stop this vCPU and the machine.
     case stop(StopReason)
 }
@@ -103,11 +106,16 @@ public final class UnhandledAccessLog: Sendable {
 
 /// Emulates the effect of one trapped access by handing it to the device that owns the address.
 ///
-/// Pure routing: never throws for guest behaviour. An access to an address nobody owns is logged
-/// once and answered with all ones (reads) or dropped (writes), as on a real bus. So is an MMIO
-/// piece of an odd length (``VCPUExit/mmioOddPiece(address:length:isWrite:)``), even inside a
-/// device's range: devices only see accesses of 1, 2, 4 or 8 bytes (a split piece of such a
-/// length reaches its device as an access of that width).
+/// Pure routing: never throws for guest behaviour, and touches the vCPU only to fetch the elements
+/// of a string `out`, to store those of a string `in` and to describe its state when it stops. An
+/// access to an address nobody owns is logged once and answered with all ones (reads, every
+/// element of a string `in`) or dropped (writes), as on a real bus. So is an MMIO piece of an odd
+/// length (``VCPUExit/mmioOddPiece(address:length:isWrite:)``), even inside a device's range:
+/// devices only see accesses of 1, 2, 4 or 8 bytes (a split piece of such a length reaches its
+/// device as an access of that width).
+///
+/// The exit path must not allocate: routing an I/O exit allocates nothing beyond what its device
+/// does, except to log the first unowned access at an address.
 public struct ExitRouter: Sendable {
     /// The port-I/O bus.
     public let pio: Bus
@@ -122,22 +130,39 @@ public struct ExitRouter: Sendable {
         self.unhandled = unhandled
     }
 
-    /// Routes one exit of vCPU `vcpu` (whose state `summary` describes, for fatal exits).
-    public func route(_ exit: VCPUExit, vcpu: Int, summary: () -> String) -> Disposition {
+    /// Routes one exit of `vcpu`.
+    public func route(_ exit: VCPUExit, of vcpu: some VirtualCPU) -> Disposition {
         switch exit {
-        case let .pioOut(port, width, values):
+        case let .pioOut(port, width, value):
             guard let (entry, offset) = pio.lookup(UInt64(port)) else {
                 unhandled.record(bus: pio.name, address: UInt64(port), write: true)
                 return .resume
             }
-            for value in values { entry.handler.write(at: offset, width: width, value: value) }
+            entry.handler.write(at: offset, width: width, value: value)
             return .resume
-        case let .pioIn(port, width, count):
+        case let .pioStringOut(port, width, count):
+            guard let (entry, offset) = pio.lookup(UInt64(port)) else {
+                unhandled.record(bus: pio.name, address: UInt64(port), write: true)
+                return .resume
+            }
+            for index in 0..<count { entry.handler.write(at: offset, width: width, value: vcpu.value(at: index)) }
+            return .resume
+        case let .pioIn(port, width):
             guard let (entry, offset) = pio.lookup(UInt64(port)) else {
                 unhandled.record(bus: pio.name, address: UInt64(port), write: false)
-                return .completeRead(Array(repeating: width.allOnes, count: count))
+                return .completeRead(width.allOnes)
             }
-            return .completeRead((0..<count).map { _ in entry.handler.read(at: offset, width: width) & width.allOnes })
+            return .completeRead(entry.handler.read(at: offset, width: width) & width.allOnes)
+        case let .pioStringIn(port, width, count):
+            guard let (entry, offset) = pio.lookup(UInt64(port)) else {
+                unhandled.record(bus: pio.name, address: UInt64(port), write: false)
+                for index in 0..<count { vcpu.completeRead(index: index, value: width.allOnes) }
+                return .resume
+            }
+            for index in 0..<count {
+                vcpu.completeRead(index: index, value: entry.handler.read(at: offset, width: width) & width.allOnes)
+            }
+            return .resume
         case let .mmioWrite(address, width, value):
             guard let (entry, offset) = mmio.lookup(address) else {
                 unhandled.record(bus: mmio.name, address: address, write: true)
@@ -147,31 +172,31 @@ public struct ExitRouter: Sendable {
             return .resume
         case let .mmioOddPiece(address, length, isWrite):
             unhandled.recordOddPiece(address: address, length: length, write: isWrite)
-            return isWrite ? .resume : .completeRead([length.allOnes])
+            return isWrite ? .resume : .completeRead(length.allOnes)
         case let .mmioRead(address, width):
             guard let (entry, offset) = mmio.lookup(address) else {
                 unhandled.record(bus: mmio.name, address: address, write: false)
-                return .completeRead([width.allOnes])
+                return .completeRead(width.allOnes)
             }
-            return .completeRead([entry.handler.read(at: offset, width: width) & width.allOnes])
+            return .completeRead(entry.handler.read(at: offset, width: width) & width.allOnes)
         case .interrupted:
             return .resume
         case .halt:
-            return .stop(.halted(vcpu: vcpu))
+            return .stop(.halted(vcpu: vcpu.index))
         case .shutdown:
-            return .stop(.tripleFault(vcpu: vcpu, state: summary()))
+            return .stop(.tripleFault(vcpu: vcpu.index, state: vcpu.stateSummary()))
         case let .systemEvent(event):
             switch event {
             case .shutdown: return .stop(.powerOff)
             case .reset: return .stop(.reset)
-            case .crash: return .stop(.guestCrash(vcpu: vcpu))
+            case .crash: return .stop(.guestCrash(vcpu: vcpu.index))
             }
         case let .failedEntry(reason):
-            return .stop(.failedEntry(vcpu: vcpu, reason: reason, state: summary()))
+            return .stop(.failedEntry(vcpu: vcpu.index, reason: reason, state: vcpu.stateSummary()))
         case let .internalError(suberror):
-            return .stop(.internalError(vcpu: vcpu, suberror: suberror, state: summary()))
+            return .stop(.internalError(vcpu: vcpu.index, suberror: suberror, state: vcpu.stateSummary()))
         case let .unhandled(exit):
-            return .stop(.unhandledExit(vcpu: vcpu, exit: exit))
+            return .stop(.unhandledExit(vcpu: vcpu.index, exit: exit))
         }
     }
 }

@@ -69,16 +69,16 @@ public struct VCPULoop: Sendable {
                 break
             }
             switch exit {
-            case .pioIn, .pioOut: counts.pio += 1
+            case .pioIn, .pioOut, .pioStringIn, .pioStringOut: counts.pio += 1
             case .mmioRead, .mmioWrite, .mmioOddPiece: counts.mmio += 1
             case .interrupted: counts.interrupted += 1
             default: break
             }
-            switch router.route(exit, vcpu: vcpu.index, summary: vcpu.stateSummary) {
+            switch router.route(exit, of: vcpu) {
             case .resume:
                 continue
-            case let .completeRead(values):
-                vcpu.completeRead(values)
+            case let .completeRead(value):
+                vcpu.completeRead(value)
             case let .stop(reason):
                 control.stop(reason)
             }

@@ -9,9 +9,9 @@ import SystemPackage
 
 /// One KVM vCPU: its fd, its `kvm_run` mapping, register access and the run loop entry.
 ///
-/// Threading: ``run()`` and ``completeRead(_:)`` are called only by the vCPU's own thread (the
-/// one that called ``bindToCurrentThread()``); set-up calls happen before that thread starts;
-/// ``kick()`` may be called from any thread.
+/// Threading: ``run()``, ``completeRead(_:)``, ``completeRead(index:value:)`` and ``value(at:)``
+/// are called only by the vCPU's own thread (the one that called ``bindToCurrentThread()``);
+/// set-up calls happen before that thread starts; ``kick()`` may be called from any thread.
 @safe public final class KVMVirtualCPU: VirtualCPU, @unchecked Sendable {
     let fd: OwnedFD
     /// The vCPU's index; 0 is the boot processor.
@@ -21,8 +21,11 @@ import SystemPackage
     private var runStruct: UnsafeMutablePointer<kvm_run> { unsafe runArea.assumingMemoryBound(to: kvm_run.self) }
     /// The pthread running this vCPU, once bound.
     private let thread = Mutex<pthread_t?>(nil)
-    /// A pending `in` to complete: (data offset, size, count).
-    private var pendingIn: (offset: Int, size: Int, count: Int)?
+    /// The data area of the current port I/O exit, whose elements the dispatcher fetches or stores:
+    /// where it lies in the run area (checked against the mapping), the element size and count, and
+    /// whether the exit is an `in`. `nil` for any other exit, and for a one-element `out` (whose
+    /// value is in the exit).
+    private var portData: (offset: Int, size: Int, count: Int, isIn: Bool)?
 
     init(fd: OwnedFD, index: Int, mapSize: Int) throws(KVMError) {
         self.fd = fd
@@ -160,6 +163,7 @@ import SystemPackage
     }
 
     public func run() throws(VCPUError) -> VCPUExit {
+        portData = nil
         let result = ckvm_ioctl(fd.raw, CKVM_RUN, 0)
         if result < 0 {
             if result == -EINTR || result == -EAGAIN {
@@ -185,16 +189,14 @@ import SystemPackage
                 return .unhandled(UnhandledExit(reason: reason, name: "KVM_EXIT_IO",
                                                 detail: "malformed, the data lies outside the kvm_run mapping"))
             }
-            if io.direction == UInt8(KVM_EXIT_IO_OUT) {
-                var values: [UInt64] = []
-                values.reserveCapacity(count)
-                for i in 0..<count {
-                    values.append(loadValue(at: Int(io.data_offset) + i * size, size: size))
-                }
-                return .pioOut(port: io.port, width: width, values: values)
+            let isIn = io.direction != UInt8(KVM_EXIT_IO_OUT)
+            if !isIn && count == 1 {
+                return .pioOut(port: io.port, width: width, value: loadValue(at: Int(io.data_offset), size: size))
             }
-            pendingIn = (Int(io.data_offset), size, count)
-            return .pioIn(port: io.port, width: width, count: count)
+            portData = (Int(io.data_offset), size, count, isIn)
+            if count == 1 { return .pioIn(port: io.port, width: width) }
+            return isIn ? .pioStringIn(port: io.port, width: width, count: count)
+                        : .pioStringOut(port: io.port, width: width, count: count)
         case KVM_EXIT_MMIO:
             let mmio = unsafe runStruct.pointee.mmio
             let length = Int(mmio.len)
@@ -239,20 +241,32 @@ import SystemPackage
         }
     }
 
-    public func completeRead(_ values: [UInt64]) {
-        let reason = unsafe runStruct.pointee.exit_reason
-        if Int32(reason) == KVM_EXIT_IO, let pending = pendingIn {
-            pendingIn = nil
-            for i in 0..<min(pending.count, values.count) {
-                storeValue(values[i], at: pending.offset + i * pending.size, size: pending.size)
-            }
-        } else if Int32(reason) == KVM_EXIT_MMIO, let value = values.first {
+    public func completeRead(_ value: UInt64) {
+        if let data = portData {
+            if data.isIn { storeValue(value, at: data.offset, size: data.size) }
+        } else if Int32(unsafe runStruct.pointee.exit_reason) == KVM_EXIT_MMIO {
             // Exactly the length KVM reported (1 to 8 bytes, as `run()` checked), odd ones included.
             let length = min(Int(unsafe runStruct.pointee.mmio.len), 8)
             unsafe withUnsafeMutableBytes(of: &runStruct.pointee.mmio.data) { bytes in
                 for i in 0..<length { unsafe bytes[i] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(i))) }
             }
         }
+    }
+
+    public func completeRead(index: Int, value: UInt64) {
+        // The bounds keep the store inside the data area that `run()` checked against the mapping.
+        guard let data = portData, data.isIn, index >= 0, index < data.count else {
+            preconditionFailure("completeRead(index: \(index)) outside a string in's elements")
+        }
+        storeValue(value, at: data.offset + index * data.size, size: data.size)
+    }
+
+    public func value(at index: Int) -> UInt64 {
+        // The bounds keep the load inside the data area that `run()` checked against the mapping.
+        guard let data = portData, !data.isIn, index >= 0, index < data.count else {
+            preconditionFailure("value(at: \(index)) outside a string out's elements")
+        }
+        return loadValue(at: data.offset + index * data.size, size: data.size)
     }
 
     /// Loads a little-endian value of `size` bytes from the run area (bounds checked by the caller).

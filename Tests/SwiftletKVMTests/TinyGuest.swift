@@ -84,6 +84,16 @@ enum TinyGuest {
     static func movqMemMM0(_ address: UInt32) -> [UInt8] { [0x0f, 0x7f, 0x05] + le32(address) }
     static let shrEAX8: [UInt8] = [0xc1, 0xe8, 0x08]
     private static func le32(_ value: UInt32) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: value >> (8 * $0)) } }
+    static func movESI(_ value: UInt32) -> [UInt8] { [0xbe] + le32(value) }
+    static func movEDI(_ value: UInt32) -> [UInt8] { [0xbf] + le32(value) }
+    static func movECX(_ value: UInt32) -> [UInt8] { [0xb9] + le32(value) }
+    static let cld: [UInt8] = [0xfc]
+    /// `rep outsb`: ECX bytes from [ESI] to port DX.
+    static let repOutsb: [UInt8] = [0xf3, 0x6e]
+    /// `rep insb`: ECX bytes from port DX to [EDI].
+    static let repInsb: [UInt8] = [0xf3, 0x6c]
+    /// `rep insw`: ECX 16-bit words from port DX to [EDI].
+    static let repInsw: [UInt8] = [0x66, 0xf3, 0x6d]
     static let cli: [UInt8] = [0xfa]
     static let hltForever: [UInt8] = [0xf4, 0xeb, 0xfd]
 
