@@ -63,7 +63,7 @@ let package = Package(
         // Unit tests: no /dev/kvm needed.
         .testTarget(name: "SwiftletUnitTests", dependencies: [
             "SwiftletCore", "SwiftletMemory", "SwiftletArch", "SwiftletAllocator", "SwiftletBoot",
-            "SwiftletDispatcher", "SwiftletDevices", "SwiftletVirtio", "Swiftlet", "SwiftletCLI",
+            "SwiftletDispatcher", "SwiftletDevices", "SwiftletVirtio", "SwiftletHost", "Swiftlet", "SwiftletCLI",
         ], resources: [.copy("Fixtures")]),
         // Direct tests on /dev/kvm with tiny hand-made guests. They fail (never skip) without /dev/kvm.
         .testTarget(name: "SwiftletKVMTests", dependencies: [

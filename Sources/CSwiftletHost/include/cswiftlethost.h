@@ -1,10 +1,11 @@
 /* CSwiftletHost: the thin C layer under SwiftletHost.
  *
- * What Swift cannot reach or must not run inside a signal handler: <sys/eventfd.h>, thread
+ * What Swift cannot reach or must not run inside a signal handler: <sys/epoll.h>, <sys/eventfd.h>, thread
  * naming, the number of the signal that kicks a vCPU out of KVM_RUN (owned here so that the
  * terminal guard below and the KVM shim agree on it), and the handler that restores the terminal
  * when a signal ends the process. Nothing else lives here. */
 #pragma once
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <termios.h>
 
