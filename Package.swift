@@ -60,6 +60,10 @@ let package = Package(
         ], swiftSettings: safe),
         .executableTarget(name: "swiftlet", dependencies: ["SwiftletCLI"], swiftSettings: safe),
 
+        // libFuzzer targets (scripts/fuzz builds them with -sanitize=fuzzer; a plain build replays a corpus).
+        .executableTarget(name: "FuzzVirtioTransport", dependencies: ["SwiftletCore", "SwiftletVirtio"],
+                          path: "Fuzz/VirtioTransport"),
+
         // Unit tests: no /dev/kvm needed.
         .testTarget(name: "SwiftletUnitTests", dependencies: [
             "SwiftletCore", "SwiftletMemory", "SwiftletArch", "SwiftletAllocator", "SwiftletBoot",
