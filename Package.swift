@@ -47,6 +47,8 @@ let package = Package(
         ], swiftSettings: safe),
         .target(name: "SwiftletDispatcher", dependencies: ["SwiftletCore"], swiftSettings: safe),
         .target(name: "SwiftletDevices", dependencies: ["SwiftletCore"], swiftSettings: safe),
+        // Virtio: split virtqueues validated against guest RAM (the transport and devices will join them).
+        .target(name: "SwiftletVirtio", dependencies: ["SwiftletCore", "SwiftletMemory"], swiftSettings: safe),
         // Tier 5: the composition root (builder, VM lifecycle, public API).
         .target(name: "Swiftlet", dependencies: [
             "SwiftletCore", "SwiftletMemory", "SwiftletArch", "SwiftletKVM", "SwiftletHost", "SwiftletAllocator",
@@ -64,7 +66,7 @@ let package = Package(
         // Unit tests: no /dev/kvm needed.
         .testTarget(name: "SwiftletUnitTests", dependencies: [
             "SwiftletCore", "SwiftletMemory", "SwiftletArch", "SwiftletAllocator", "SwiftletBoot",
-            "SwiftletDispatcher", "SwiftletDevices", "Swiftlet", "SwiftletCLI",
+            "SwiftletDispatcher", "SwiftletDevices", "SwiftletVirtio", "Swiftlet", "SwiftletCLI",
         ], resources: [.copy("Fixtures")]),
         // Direct tests on /dev/kvm with tiny hand-made guests. They fail (never skip) without /dev/kvm.
         .testTarget(name: "SwiftletKVMTests", dependencies: [
