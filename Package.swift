@@ -19,12 +19,15 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
     ],
     targets: [
-        // Tier 0: the C shims over <linux/kvm.h> and ioctl and over host calls, guest RAM and host
-        // primitives (threads, terminal, signals, console buffers): three of the four unsafe Swift modules.
+        // Tier 0: the C shims over <linux/kvm.h> and ioctl, over host calls and over ordered guest-memory
+        // accesses (virtqueue indices), guest RAM and host primitives (threads, terminal, signals,
+        // console buffers): three of the four unsafe Swift modules.
         .target(name: "CSwiftletHost"),
         .target(name: "CSwiftletKVM", dependencies: ["CSwiftletHost"]),
-        .target(name: "SwiftletMemory", dependencies: [.product(name: "SystemPackage", package: "swift-system")],
-                swiftSettings: [.strictMemorySafety()]),
+        .target(name: "CSwiftletMemory"),
+        .target(name: "SwiftletMemory", dependencies: [
+            "CSwiftletMemory", .product(name: "SystemPackage", package: "swift-system"),
+        ], swiftSettings: [.strictMemorySafety()]),
         // Tier 1: vocabulary shared by the dispatcher and the interpreters.
         .target(name: "SwiftletCore", dependencies: ["SwiftletMemory"], swiftSettings: safe),
         .target(name: "SwiftletHost", dependencies: [
@@ -44,7 +47,8 @@ let package = Package(
         ], swiftSettings: safe),
         .target(name: "SwiftletDispatcher", dependencies: ["SwiftletCore"], swiftSettings: safe),
         .target(name: "SwiftletDevices", dependencies: ["SwiftletCore"], swiftSettings: safe),
-        // The para-virtualized interpreters: the virtio-mmio transport (and, next, queues and devices).
+        // The para-virtualized interpreters: the virtio-mmio transport and split virtqueues validated
+        // against guest RAM (devices will join them).
         .target(name: "SwiftletVirtio", dependencies: ["SwiftletCore", "SwiftletMemory"], swiftSettings: safe),
         // Tier 5: the composition root (builder, VM lifecycle, public API).
         .target(name: "Swiftlet", dependencies: [

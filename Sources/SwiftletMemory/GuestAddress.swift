@@ -2,7 +2,7 @@
 ///
 /// A plain wrapper around `UInt64` whose arithmetic never traps: every offset goes through
 /// ``checkedAdd(_:)``, which returns `nil` on overflow, so a hostile guest value cannot crash the host.
-public struct GuestAddress: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {
+public struct GuestAddress: RawRepresentable, Hashable, Comparable, Codable, Sendable, CustomStringConvertible {
     /// The address as a number.
     public var rawValue: UInt64
 

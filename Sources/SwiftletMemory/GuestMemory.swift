@@ -1,12 +1,15 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CSwiftletMemory
 import SystemPackage
 
 /// What went wrong with a guest-memory operation.
 public enum GuestMemoryError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The access does not lie entirely inside one RAM region.
     case outOfRange(address: GuestAddress, count: UInt64)
+    /// An ordered (atomic) access at an address that is not a multiple of its width.
+    case misaligned(address: GuestAddress, alignment: UInt64)
     /// The host refused to map guest RAM.
     case mapFailed(size: UInt64, errno: Errno)
     /// The requested layout is unusable (empty, overlapping or unaligned regions).
@@ -20,6 +23,8 @@ public enum GuestMemoryError: Error, Equatable, Sendable, CustomStringConvertibl
         switch self {
         case let .outOfRange(address, count):
             return "guest memory access of \(count) bytes at \(address) is outside guest RAM"
+        case let .misaligned(address, alignment):
+            return "ordered guest memory access at \(address) is not \(alignment)-byte aligned"
         case let .mapFailed(size, errno):
             return "cannot map \(formatByteCount(size)) of guest RAM: \(errno) (lower --memory or raise the host's limits)"
         case let .invalidLayout(why):
@@ -198,6 +203,33 @@ public final class GuestMemory: @unchecked Sendable {
     public func store<T: FixedWidthInteger>(_ value: T, at address: GuestAddress) throws(GuestMemoryError) {
         let destination = try unsafe host(address, UInt64(MemoryLayout<T>.size))
         unsafe destination.storeBytes(of: value.littleEndian, as: T.self)
+    }
+
+    /// Reads the little-endian `UInt16` at `address` with acquire ordering: guest memory read after
+    /// it (ring entries) is at least as new as the value read (virtio 1.x §2.7.13: the device reads
+    /// `avail.idx` before the entries it covers). `address` must be 2-byte aligned.
+    public func loadAcquire(_ type: UInt16.Type = UInt16.self, at address: GuestAddress) throws(GuestMemoryError) -> UInt16 {
+        guard address.rawValue % 2 == 0 else { throw .misaligned(address: address, alignment: 2) }
+        let source = try unsafe host(address, 2)
+        // SAFETY: two bytes at `source` lie inside a live mapping (checked by `host`); the host
+        // mapping is 4 KiB aligned, so an even guest address is an even host address.
+        return UInt16(littleEndian: unsafe cmem_load_acquire_u16(source.assumingMemoryBound(to: UInt16.self)))
+    }
+
+    /// Writes `value` little-endian at `address` with release ordering: guest memory written before
+    /// it (used ring entries) is visible to the guest no later than the value (virtio 1.x §2.7.14:
+    /// the device publishes `used.idx` after the entries). `address` must be 2-byte aligned.
+    public func storeRelease(_ value: UInt16, at address: GuestAddress) throws(GuestMemoryError) {
+        guard address.rawValue % 2 == 0 else { throw .misaligned(address: address, alignment: 2) }
+        let destination = try unsafe host(address, 2)
+        // SAFETY: as in `loadAcquire`.
+        unsafe cmem_store_release_u16(destination.assumingMemoryBound(to: UInt16.self), value.littleEndian)
+    }
+
+    /// A full memory fence: the host's guest-memory stores before it are visible before its loads
+    /// after it (a device publishing `used.idx` and then reading the driver's `used_event` or flags).
+    public static func fence() {
+        cmem_fence()
     }
 
     /// Reads `count` bytes from `file` at `offset` straight into guest memory at `address`.

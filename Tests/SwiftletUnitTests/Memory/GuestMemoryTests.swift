@@ -32,6 +32,26 @@ import Testing
         #expect(!memory.contains(GuestAddress(0xffff_ffff_ffff_fff0), count: 0x20))
     }
 
+    @Test func orderedIndexAccessesAreLittleEndianAlignedAndBoundsChecked() throws {
+        let memory = try twoRegions()
+        try memory.storeRelease(0xbeef, at: GuestAddress(0x10_0ffe))
+        #expect(try memory.read(count: 2, at: GuestAddress(0x10_0ffe)) == [0xef, 0xbe])
+        #expect(try memory.loadAcquire(UInt16.self, at: GuestAddress(0x10_0ffe)) == 0xbeef)
+        GuestMemory.fence()
+        #expect(throws: GuestMemoryError.misaligned(address: GuestAddress(0x11), alignment: 2)) {
+            try memory.loadAcquire(at: GuestAddress(0x11))
+        }
+        #expect(throws: GuestMemoryError.misaligned(address: GuestAddress(0x11), alignment: 2)) {
+            try memory.storeRelease(1, at: GuestAddress(0x11))
+        }
+        #expect(throws: GuestMemoryError.outOfRange(address: GuestAddress(0x2000), count: 2)) {
+            try memory.loadAcquire(at: GuestAddress(0x2000))
+        }
+        #expect(throws: GuestMemoryError.outOfRange(address: GuestAddress(UInt64.max - 1), count: 2)) {
+            try memory.storeRelease(1, at: GuestAddress(UInt64.max - 1))
+        }
+    }
+
     @Test func refusesBadLayouts() {
         #expect(throws: GuestMemoryError.self) { try GuestMemory(ranges: []) }
         #expect(throws: GuestMemoryError.self) {
