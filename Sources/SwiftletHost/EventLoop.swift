@@ -2,7 +2,6 @@
 import Glibc
 #endif
 import CSwiftletHost
-import Synchronization
 import SystemPackage
 
 /// The VMM's I/O thread: one `epoll` loop that waits on every host descriptor the devices use
@@ -54,8 +53,8 @@ public final class EventLoop: @unchecked Sendable {
     private let wakeToken = Token(value: 0)
     private var sources: [Token: Source] = [:]
     private var nextToken: UInt64 = 1
-    private let mailbox = Mutex<(work: [@Sendable () -> Void], stopping: Bool)>(([], false))
-    private let loopThread = Mutex<pthread_t?>(nil)
+    private let mailbox = HostLock<(work: [@Sendable () -> Void], stopping: Bool)>(([], false))
+    private let loopThread = HostLock<pthread_t?>(nil)
 
     /// Creates a loop with no sources.
     public init() throws(HostError) {

@@ -5,8 +5,9 @@ import Glibc
 /// A value behind a `pthread_mutex_t`, for state that host I/O threads share with vCPU threads.
 ///
 /// Like `Synchronization.Mutex`, but built on the primitive that ThreadSanitizer models: TSan
-/// reported the console buffer's `Mutex`-guarded accesses from the vCPU and writer threads as
-/// races, while it sees through `pthread_mutex_lock` exactly.
+/// reported the console buffer's and the event loop's `Mutex`-guarded accesses from two threads
+/// as races, while it sees through `pthread_mutex_lock` exactly. Use it for host state that
+/// threads share.
 @safe final class HostLock<Value>: @unchecked Sendable {
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private var value: Value
