@@ -249,4 +249,23 @@ import SwiftletHost
         #expect(outcome.reason == .powerOff)
         #expect(console == Array("virt241".utf8) + [0x0b] + Array("1010".utf8) + [16, 0, 0, 0] + Array("1".utf8))
     }
+
+    @Test func aQueueTheDeviceRefusesSetsNeedsResetAndAResetClearsIt() throws {
+        let base: UInt32 = 0xd000_0000
+        var code = G.cli + G.movDX(0x3f8)
+        code += G.movMemImm32(base + 0x070, 0) + G.movMemImm32(base + 0x070, 3)
+        code += G.movMemImm32(base + 0x024, 1) + G.movMemImm32(base + 0x020, 1) + G.movMemImm32(base + 0x070, 0xb)
+        code += G.movMemImm32(base + 0x030, 0) + G.movMemImm32(base + 0x038, 3)   // size 3: not a power of two
+        code += G.movMemImm32(base + 0x080, 0x30_0000) + G.movMemImm32(base + 0x090, 0x30_1000)
+        code += G.movMemImm32(base + 0x0a0, 0x30_2000) + G.movMemImm32(base + 0x044, 1)
+        code += G.movMemImm32(base + 0x070, 0xf)                                   // DRIVER_OK
+        // The loop refuses the queue: DEVICE_NEEDS_RESET (64) and a configuration-change interrupt.
+        code += G.poll(limit: 0x10_0000, probe: G.movEAXMem(base + 0x070) + [0xa8, 0x40], exitWhen: G.jnz)  // test al, 64
+        code += G.movEAXMem(base + 0x070) + G.outDXAL + G.movEAXMem(base + 0x060) + G.outDXAL
+        code += G.movMemImm32(base + 0x070, 0) + G.movEAXMem(base + 0x070) + G.outDXAL      // reset: 0
+        code += G.powerOff
+        let (outcome, console) = try G.boot(code, name: "virtio-refused", entropy: true)
+        #expect(outcome.reason == .powerOff)
+        #expect(console == [0x4f, 0x02, 0x00])
+    }
 }
