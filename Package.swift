@@ -47,13 +47,13 @@ let package = Package(
         ], swiftSettings: safe),
         .target(name: "SwiftletDispatcher", dependencies: ["SwiftletCore"], swiftSettings: safe),
         .target(name: "SwiftletDevices", dependencies: ["SwiftletCore"], swiftSettings: safe),
-        // The para-virtualized interpreters: the virtio-mmio transport and split virtqueues validated
-        // against guest RAM (devices will join them).
+        // The para-virtualized interpreters: the virtio-mmio transport, split virtqueues validated
+        // against guest RAM, and the devices (entropy so far).
         .target(name: "SwiftletVirtio", dependencies: ["SwiftletCore", "SwiftletMemory"], swiftSettings: safe),
         // Tier 5: the composition root (builder, VM lifecycle, public API).
         .target(name: "Swiftlet", dependencies: [
             "SwiftletCore", "SwiftletMemory", "SwiftletArch", "SwiftletKVM", "SwiftletHost", "SwiftletAllocator",
-            "SwiftletBoot", "SwiftletDispatcher", "SwiftletDevices",
+            "SwiftletBoot", "SwiftletDispatcher", "SwiftletDevices", "SwiftletVirtio",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: safe),

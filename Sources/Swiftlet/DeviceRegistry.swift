@@ -15,6 +15,8 @@ enum DeviceKind: Equatable, Sendable {
     case pvpanic
     /// Swiftlet's own control page (not in the DSDT: the default guest finds it at a fixed address).
     case controlPage
+    /// A virtio-mmio transport presenting virtio device `deviceID` (`LNRO0005` with its window and GSI).
+    case virtioMMIO(deviceID: UInt32)
 }
 
 /// The address space a device sits in.
@@ -87,6 +89,10 @@ struct DeviceRegistry: Sendable {
         var configuration = ACPIConfiguration(vcpuCount: vcpuCount, serialPorts: serials, hasCMOSClock: cmos != nil,
                                               resetValue: resetValue, s5SleepType: s5SleepType,
                                               pvpanicPort: pvpanic.map { UInt16(truncatingIfNeeded: $0.range.base) })
+        configuration.virtioMMIODevices = devices.compactMap { device in
+            guard case .virtioMMIO = device.kind, let gsi = device.gsi else { return nil }
+            return VirtioMMIODeviceDescription(base: device.range.base, size: device.range.size, gsi: gsi)
+        }
         if let cmos { configuration.cmosPort = UInt16(truncatingIfNeeded: cmos.range.base) }
         if let power { configuration.powerPort = UInt16(truncatingIfNeeded: power.range.base) }
         return configuration

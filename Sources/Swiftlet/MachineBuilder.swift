@@ -7,6 +7,7 @@ import SwiftletDevices
 import SwiftletHost
 import SwiftletKVM
 import SwiftletMemory
+import SwiftletVirtio
 
 /// The steps that build a ``VirtualMachine``, one verb per stage (Firecracker's
 /// `build_microvm_for_boot` shape). Each step turns its failures into a ``SwiftletError`` whose
@@ -184,6 +185,58 @@ extension VirtualMachine {
                    base: UInt64(X86Layout.pvpanicPort), size: PVPanic.windowSize, to: &registry)
         try attach(SharedDevice(GuestControlPage(events: events)), id: "swiftlet-control", kind: .controlPage, bus: .mmio,
                    base: X86Layout.controlPageAddress, size: GuestControlPage.windowSize, to: &registry)
+    }
+
+    /// Creates the I/O event loop the virtio devices' workers run on.
+    static func makeEventLoop() throws(SwiftletError) -> EventLoop {
+        do {
+            return try EventLoop()
+        } catch {
+            throw SwiftletError(.host, error.description)
+        }
+    }
+
+    /// Where the next virtio-mmio device goes: its 4 KiB window, from ``X86Layout/virtioMMIOStart``
+    /// up, and its GSI, from the allocator.
+    struct VirtioSlots {
+        var nextWindow = X86Layout.virtioMMIOStart
+        var interrupts = IRQAllocator()
+    }
+
+    /// Attaches a virtio-mmio device, in Firecracker's steps: the next window and GSI → one
+    /// ioeventfd per queue at the window's `QueueNotify` matching the queue's index → an irqfd for
+    /// the GSI → the transport on the MMIO bus and in the registry (so in the DSDT) → its worker on
+    /// the I/O event loop, which serves the queues from DRIVER_OK on (``VirtioWorker``).
+    static func attachVirtio(_ device: some VirtioQueueServer, id: String, to registry: inout DeviceRegistry,
+                             slots: inout VirtioSlots, vm: KVMVirtualMachine, memory: GuestMemory, loop: EventLoop,
+                             inKernelIRQChip: Bool, logger: Logger) throws(SwiftletError) {
+        let gsi: UInt32
+        do {
+            gsi = try slots.interrupts.allocate()
+        } catch {
+            throw SwiftletError(.usage, "cannot attach \(id): \(error)")
+        }
+        let base = slots.nextWindow
+        let description = device.description
+        var notifiers: [EventFD] = []
+        let irq: any InterruptLine
+        do {
+            for index in description.queueMaximumSizes.indices {
+                let notifier = try EventFD(nonBlocking: true)
+                try vm.registerIOEvent(notifier, address: base + VirtioMMIOTransport.Register.queueNotify.rawValue,
+                                       length: 4, datamatch: UInt64(index))
+                notifiers.append(notifier)
+            }
+            irq = inKernelIRQChip ? try vm.interruptLine(gsi: gsi) : NoInterruptLine()
+        } catch {
+            throw SwiftletError(.host, "attaching \(id): \(error)")
+        }
+        let worker = VirtioWorker(device: device, id: id, loop: loop, memory: memory, notifiers: notifiers, logger: logger)
+        let transport = SharedDevice(VirtioMMIOTransport(device: description, irq: irq, events: worker))
+        worker.connect(transport)
+        try attach(transport, id: id, kind: .virtioMMIO(deviceID: description.deviceID), bus: .mmio, base: base,
+                   size: VirtioMMIOTransport.windowSize, gsi: gsi, to: &registry)
+        slots.nextWindow += VirtioMMIOTransport.windowSize
     }
 
     /// Registers one device; a clash is Swiftlet's own layout error, not the caller's.

@@ -25,6 +25,8 @@ public struct MachineConfiguration: Equatable, Sendable {
     public var memorySize: UInt64
     /// The serial console.
     public var console: ConsoleConfiguration
+    /// Attach a virtio entropy device (virtio-rng) fed by the host's `getrandom`.
+    public var entropy: Bool
     /// Hide KVM's paravirtual CPUID features (for tiny test guests that must not `vmcall`).
     public var hideParavirtFeatures: Bool
     /// Create the in-kernel irqchip and PIT (off only for tiny test guests that exit with `hlt`).
@@ -32,16 +34,18 @@ public struct MachineConfiguration: Equatable, Sendable {
     /// The hypervisor device.
     public var kvmPath: String
 
-    /// Creates a configuration with Swiftlet's defaults: 1 vCPU, 256 MiB, console on stdio.
+    /// Creates a configuration with Swiftlet's defaults: 1 vCPU, 256 MiB, console on stdio, no virtio devices.
     public init(kernelPath: String, initrdPath: String? = nil, commandLine: String = "",
                 vcpuCount: Int = 1, memorySize: UInt64 = 256 << 20, console: ConsoleConfiguration = .stdio,
-                hideParavirtFeatures: Bool = false, inKernelIRQChip: Bool = true, kvmPath: String = "/dev/kvm") {
+                entropy: Bool = false, hideParavirtFeatures: Bool = false, inKernelIRQChip: Bool = true,
+                kvmPath: String = "/dev/kvm") {
         self.kernelPath = kernelPath
         self.initrdPath = initrdPath
         self.commandLine = commandLine
         self.vcpuCount = vcpuCount
         self.memorySize = memorySize
         self.console = console
+        self.entropy = entropy
         self.hideParavirtFeatures = hideParavirtFeatures
         self.inKernelIRQChip = inKernelIRQChip
         self.kvmPath = kvmPath

@@ -14,9 +14,10 @@ import SwiftletMemory
 ///
 /// Built in named steps (MachineBuilder.swift), failing on bad input before touching KVM:
 /// open the hypervisor → plan → map memory → load the boot image → create the VM → create the
-/// vCPUs → attach the console and the legacy devices (each recorded in a ``DeviceRegistry``) →
-/// write the ACPI tables from that registry → set the boot registers. ``run()`` starts one OS
-/// thread per vCPU and blocks until the machine stops.
+/// vCPUs → attach the console, the legacy devices and the virtio devices (each recorded in a
+/// ``DeviceRegistry``) → write the ACPI tables from that registry → set the boot registers.
+/// ``run()`` starts the I/O event-loop thread (`swiftlet-io`, which serves the virtio queues) and
+/// one OS thread per vCPU, and blocks until the machine stops.
 public final class VirtualMachine: Sendable {
     private let logger: Logger
     private let memory: GuestMemory
@@ -28,6 +29,8 @@ public final class VirtualMachine: Sendable {
     private let serial: SharedDevice<Serial16550>
     private let consoleOutput: ConsoleOutput?
     private let consoleInput: ConsoleInputQueue?
+    /// The I/O event loop: virtio queue notifications and device work, on the `swiftlet-io` thread.
+    private let ioLoop: EventLoop
     /// How many times ``stop()`` was called: buffered console output is not waited for beyond the
     /// grace a stop request gets.
     private let stopRequests = Atomic<Int>(0)
@@ -59,6 +62,12 @@ public final class VirtualMachine: Sendable {
         let console = try Self.attachConsole(configuration, to: &registry, vm: vm, logger: logger)
         (serial, consoleOutput, consoleInput) = (console.serial, console.output, console.input)
         try Self.attachLegacyDevices(to: &registry, events: events)
+        ioLoop = try Self.makeEventLoop()
+        var virtio = VirtioSlots()
+        if configuration.entropy {
+            try Self.attachVirtio(HostEntropyDevice(), id: "rng0", to: &registry, slots: &virtio, vm: vm, memory: memory,
+                                  loop: ioLoop, inKernelIRQChip: configuration.inKernelIRQChip, logger: logger)
+        }
         try Self.writeACPITables(from: registry, vcpuCount: plan.vcpuCount, memory: memory)
         try Self.setBootRegisters(boot, vcpu: vcpus[0])
         logger.trace("devices attached and ACPI tables written at \(milliseconds(since: startTime)) ms")
@@ -108,8 +117,16 @@ public final class VirtualMachine: Sendable {
     /// Runs the machine on one OS thread per vCPU until it stops, and reports how it ended.
     public func run() -> RunOutcome {
         logger.debug("starting \(vcpus.count) vCPU thread(s) \(milliseconds(since: startTime)) ms after Swiftlet started")
+        let loop = ioLoop
+        let io: OSThread?
+        do {
+            io = try OSThread(name: "swiftlet-io") { loop.run() }
+        } catch {
+            control.stop(.hostError("\(error)"))
+            io = nil
+        }
         var threads: [OSThread] = []
-        for vcpu in vcpus {
+        for vcpu in vcpus where io != nil {
             let loop = VCPULoop(vcpu: vcpu, router: router, control: control)
             let control = self.control
             let logger = self.logger
@@ -130,6 +147,8 @@ public final class VirtualMachine: Sendable {
             }
         }
         for thread in threads { thread.join() }
+        ioLoop.stop()
+        io?.join()
         if let consoleOutput {
             // Deliver what the guest printed: all of it after the guest ended the machine, for a
             // second at most after the stop request that ended it, and no longer once stop() is

@@ -51,6 +51,10 @@ public struct RunCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Where the serial console goes: stdio, off, or a file path.", valueName: "stdio|off|path"))
     public var console: String = "stdio"
 
+    /// Attach a virtio entropy device.
+    @Flag(help: "Attach a virtio entropy device (virtio-rng, fed by the host's getrandom): the guest's /dev/hwrng.")
+    public var rng = false
+
     /// The log level on stderr.
     @Option(help: ArgumentHelp("Log level on stderr: trace, debug, info, notice, warning, error, critical.", valueName: "level"))
     public var logLevel: String = "warning"
@@ -110,6 +114,6 @@ public struct RunCommand: ParsableCommand {
         }
         return MachineConfiguration(kernelPath: kernelPath, initrdPath: initrdPath, commandLine: kernelCommandLine,
                                     vcpuCount: cpus, memorySize: ByteSize.parse(memory) ?? 0,
-                                    console: consoleConfiguration)
+                                    console: consoleConfiguration, entropy: rng)
     }
 }

@@ -200,3 +200,72 @@ import SwiftletHost
         #expect(console == expected)
     }
 }
+
+/// The virtio entropy device driven end to end through its MMIO transport, as Linux's
+/// virtio_mmio and virtio_rng drivers do it.
+@Suite("Direct KVM: virtio", .serialized) struct DirectVirtioTests {
+    typealias G = TinyGuest
+
+    @Test func aGuestDrivesTheEntropyDeviceThroughTheMMIOTransport() throws {
+        let base: UInt32 = 0xd000_0000
+        func register(_ offset: UInt32) -> UInt32 { base + offset }
+        let descriptors: UInt32 = 0x30_0000, available: UInt32 = 0x30_1000, used: UInt32 = 0x30_2000
+        let buffer: UInt32 = 0x30_3000
+        var code = G.cli + G.movDX(0x3f8)
+        code += G.movEAXMem(register(0x000)) + G.printEAX                          // "virt"
+        code += G.movEAXMem(register(0x004)) + G.addAL(0x30) + G.outDXAL           // version "2"
+        code += G.movEAXMem(register(0x008)) + G.addAL(0x30) + G.outDXAL           // device ID "4"
+        code += G.movMemImm32(register(0x070), 0)                                  // reset
+        code += G.movMemImm32(register(0x070), 1) + G.movMemImm32(register(0x070), 3)   // ACKNOWLEDGE, DRIVER
+        code += G.movMemImm32(register(0x014), 1) + G.movEAXMem(register(0x010))   // device features 32–63
+        code += G.addAL(0x30) + G.outDXAL                                          // VERSION_1: "1"
+        code += G.movMemImm32(register(0x024), 1) + G.movMemImm32(register(0x020), 1)   // accept VERSION_1
+        code += G.movMemImm32(register(0x024), 0) + G.movMemImm32(register(0x020), 0)
+        code += G.movMemImm32(register(0x070), 0xb)                                // FEATURES_OK
+        code += G.movEAXMem(register(0x070)) + G.outDXAL                           // it stuck: 0x0b
+        code += G.movMemImm32(register(0x030), 0) + G.movMemImm32(register(0x038), 8)   // queue 0, size 8
+        code += G.movMemImm32(register(0x080), descriptors) + G.movMemImm32(register(0x084), 0)
+        code += G.movMemImm32(register(0x090), available) + G.movMemImm32(register(0x094), 0)
+        code += G.movMemImm32(register(0x0a0), used) + G.movMemImm32(register(0x0a4), 0)
+        code += G.movMemImm32(register(0x044), 1)                                  // QueueReady
+        code += G.movMemImm32(register(0x070), 0xf)                                // DRIVER_OK
+        // Descriptor 0: 16 device-writable bytes; head 0 in avail.ring[0], then avail.idx = 1.
+        code += G.movMemImm32(descriptors, buffer) + G.movMemImm32(descriptors + 4, 0)
+        code += G.movMemImm32(descriptors + 8, 16) + G.movMemImm32(descriptors + 12, 2)
+        code += G.movMemImm32(available + 4, 0) + G.movMemImm32(available, 1 << 16)
+        code += G.movMemImm32(register(0x050), 0)                                  // QueueNotify: the ioeventfd
+        code += G.poll(limit: 0x400_0000, probe: G.movzxEAXMem16(used + 2) + G.cmpEAX(1), exitWhen: G.je)
+        code += G.poll(limit: 0x10_0000, probe: G.movEAXMem(register(0x060)) + G.testEAXEAX, exitWhen: G.jnz)
+        code += G.addAL(0x30) + G.outDXAL                                          // InterruptStatus "1"
+        code += G.movMemImm32(register(0x064), 1)                                  // InterruptACK
+        code += G.movEAXMem(register(0x060)) + G.addAL(0x30) + G.outDXAL           // "0"
+        code += G.movzxEAXMem16(used + 2) + G.addAL(0x30) + G.outDXAL              // used.idx "1"
+        code += G.movEAXMem(used + 4) + G.addAL(0x30) + G.outDXAL                  // used id "0"
+        code += G.movEAXMem(used + 8) + G.printEAX                                 // used len 16
+        code += G.movEAXMem(buffer) + G.orEAXMem(buffer + 4) + G.orEAXMem(buffer + 8) + G.orEAXMem(buffer + 12)
+        code += G.setnzAL + G.addAL(0x30) + G.outDXAL                              // filled: "1"
+        code += G.powerOff
+        let (outcome, console) = try G.boot(code, name: "virtio-rng", entropy: true)
+        #expect(outcome.reason == .powerOff)
+        #expect(console == Array("virt241".utf8) + [0x0b] + Array("1010".utf8) + [16, 0, 0, 0] + Array("1".utf8))
+    }
+
+    @Test func aQueueTheDeviceRefusesSetsNeedsResetAndAResetClearsIt() throws {
+        let base: UInt32 = 0xd000_0000
+        var code = G.cli + G.movDX(0x3f8)
+        code += G.movMemImm32(base + 0x070, 0) + G.movMemImm32(base + 0x070, 3)
+        code += G.movMemImm32(base + 0x024, 1) + G.movMemImm32(base + 0x020, 1) + G.movMemImm32(base + 0x070, 0xb)
+        code += G.movMemImm32(base + 0x030, 0) + G.movMemImm32(base + 0x038, 3)   // size 3: not a power of two
+        code += G.movMemImm32(base + 0x080, 0x30_0000) + G.movMemImm32(base + 0x090, 0x30_1000)
+        code += G.movMemImm32(base + 0x0a0, 0x30_2000) + G.movMemImm32(base + 0x044, 1)
+        code += G.movMemImm32(base + 0x070, 0xf)                                   // DRIVER_OK
+        // The loop refuses the queue: DEVICE_NEEDS_RESET (64) and a configuration-change interrupt.
+        code += G.poll(limit: 0x10_0000, probe: G.movEAXMem(base + 0x070) + [0xa8, 0x40], exitWhen: G.jnz)  // test al, 64
+        code += G.movEAXMem(base + 0x070) + G.outDXAL + G.movEAXMem(base + 0x060) + G.outDXAL
+        code += G.movMemImm32(base + 0x070, 0) + G.movEAXMem(base + 0x070) + G.outDXAL      // reset: 0
+        code += G.powerOff
+        let (outcome, console) = try G.boot(code, name: "virtio-refused", entropy: true)
+        #expect(outcome.reason == .powerOff)
+        #expect(console == [0x4f, 0x02, 0x00])
+    }
+}

@@ -36,12 +36,12 @@ enum TinyGuest {
 
     /// Boots `code` as a tiny guest (32 MiB, console to a file, paravirtual features hidden) and
     /// returns how the run ended and what the guest printed; `stopAfter` stops it from another thread.
-    static func boot(_ code: [UInt8], name: String, irqchip: Bool = true, stopAfter: Duration? = nil,
+    static func boot(_ code: [UInt8], name: String, irqchip: Bool = true, entropy: Bool = false, stopAfter: Duration? = nil,
                      prepare: (VirtualMachine) throws -> Void = { _ in }) throws -> (outcome: RunOutcome, console: [UInt8]) {
         let kernel = try write(elf(code), name: name + ".elf")
         let consolePath = kernel + ".console"
         let configuration = MachineConfiguration(kernelPath: kernel, memorySize: 32 << 20, console: .file(consolePath),
-                                                 hideParavirtFeatures: true, inKernelIRQChip: irqchip)
+                                                 entropy: entropy, hideParavirtFeatures: true, inKernelIRQChip: irqchip)
         let machine: VirtualMachine
         do {
             machine = try VirtualMachine(configuration: configuration, logger: Logger(label: "swiftlet-tests"))
@@ -95,6 +95,28 @@ enum TinyGuest {
     /// `rep insw`: ECX 16-bit words from port DX to [EDI].
     static let repInsw: [UInt8] = [0x66, 0xf3, 0x6d]
     static let cli: [UInt8] = [0xfa]
+    static func addAL(_ value: UInt8) -> [UInt8] { [0x04, value] }
+    /// `movzx eax, word [address]`.
+    static func movzxEAXMem16(_ address: UInt32) -> [UInt8] { [0x0f, 0xb7, 0x05] + le32(address) }
+    /// `or eax, [address]`.
+    static func orEAXMem(_ address: UInt32) -> [UInt8] { [0x0b, 0x05] + le32(address) }
+    static func cmpEAX(_ value: UInt8) -> [UInt8] { [0x83, 0xf8, value] }
+    static let testEAXEAX: [UInt8] = [0x85, 0xc0]
+    /// `setnz al`.
+    static let setnzAL: [UInt8] = [0x0f, 0x95, 0xc0]
+    static let pause: [UInt8] = [0xf3, 0x90]
+    static let decECX: [UInt8] = [0x49]
+    /// `je` / `jnz` with an 8-bit displacement from the next instruction.
+    static func je(_ displacement: Int8) -> [UInt8] { [0x74, UInt8(bitPattern: displacement)] }
+    static func jnz(_ displacement: Int8) -> [UInt8] { [0x75, UInt8(bitPattern: displacement)] }
+
+    /// Spins at most `limit` rounds (a `pause` in each; clobbers ECX) until `exit` jumps out:
+    /// `probe` loads EAX and sets the flags, `exit` builds the conditional jump (`je`, `jnz`) that leaves.
+    static func poll(limit: UInt32, probe: [UInt8], exitWhen exit: (Int8) -> [UInt8]) -> [UInt8] {
+        let tail = pause + decECX
+        let body = probe + exit(Int8(tail.count + 2)) + tail
+        return movECX(limit) + body + jnz(-Int8(body.count + 2))
+    }
     static let hltForever: [UInt8] = [0xf4, 0xeb, 0xfd]
 
     /// Prints `text` on COM1.

@@ -1,12 +1,14 @@
 /* CSwiftletHost: the thin C layer under SwiftletHost.
  *
- * What Swift cannot reach or must not run inside a signal handler: <sys/epoll.h>, <sys/eventfd.h>, thread
+ * What Swift cannot reach or must not run inside a signal handler: <sys/epoll.h>, <sys/eventfd.h>,
+ * <sys/random.h> (getrandom, which Glibc's module leaves out), thread
  * naming, the number of the signal that kicks a vCPU out of KVM_RUN (owned here so that the
  * terminal guard below and the KVM shim agree on it), and the handler that restores the terminal
  * when a signal ends the process. Nothing else lives here. */
 #pragma once
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <termios.h>
 
 /* The real-time signal that kicks a vCPU thread (SIGRTMIN + 1; glibc keeps the first two). */

@@ -31,6 +31,8 @@ import SwiftletDispatcher
         #expect(machine.memorySize == 1 << 30)
         #expect(machine.vcpuCount == 4)
         #expect(machine.commandLine == "console=ttyS0 quiet loglevel=3 panic=-1 reboot=k pci=off swiftlet.cmd=" + "c2ggLWMgJ2V4aXQgMyc=")
+        #expect(machine.entropy == false)
+        #expect(try RunCommand.parse(["--kernel", "/k", "--rng"]).machineConfiguration(environment: [:]).entropy)
     }
 
     @Test(arguments: [["--cpus", "0"], ["--cpus", "-2"], ["--memory", "lots"], ["--memory", "0.5G"],

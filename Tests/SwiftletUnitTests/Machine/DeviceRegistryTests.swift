@@ -6,6 +6,7 @@ import SwiftletBoot
 import SwiftletCore
 import SwiftletDevices
 import SwiftletDispatcher
+import SwiftletVirtio
 
 @Suite("Device registry") struct DeviceRegistryTests {
     func machineDevices() throws -> DeviceRegistry {
@@ -41,6 +42,25 @@ import SwiftletDispatcher
         let configuration = registry.acpiConfiguration(vcpuCount: 1, resetValue: 1, s5SleepType: 5)
         #expect(configuration.serialPorts.isEmpty)
         #expect(configuration.pvpanicPort == X86Layout.pvpanicPort)
+    }
+
+    @Test func virtioDevicesAreDescribedWithTheirWindowAndInterrupt() throws {
+        var registry = try machineDevices()
+        struct NoEvents: VirtioTransportEvents {
+            func activate(features: UInt64, queues: [VirtioQueueRegisters]) {}
+            func reset() {}
+            func notify(queue index: Int) {}
+        }
+        for (index, gsi) in [(0, UInt32(5)), (1, UInt32(6))] {
+            let transport = SharedDevice(VirtioMMIOTransport(device: VirtioEntropy.description, irq: NoInterruptLine(),
+                                                             events: NoEvents()))
+            try registry.attach(transport, id: "rng\(index)", kind: .virtioMMIO(deviceID: 4), bus: .mmio,
+                                base: X86Layout.virtioMMIOStart + 0x1000 * UInt64(index), size: 0x1000, gsi: gsi)
+        }
+        let configuration = registry.acpiConfiguration(vcpuCount: 1, resetValue: 1, s5SleepType: 5)
+        #expect(configuration.virtioMMIODevices == [VirtioMMIODeviceDescription(base: 0xd000_0000, gsi: 5),
+                                                    VirtioMMIODeviceDescription(base: 0xd000_1000, gsi: 6)])
+        #expect(registry.mmio.lookup(0xd000_1050)?.entry.name == "rng1")
     }
 
     @Test func duplicateIDsAndOverlapsAreRefused() throws {
