@@ -1,5 +1,3 @@
-import Synchronization
-
 /// The width of one port-I/O or MMIO access.
 public enum AccessWidth: Int, Sendable, CaseIterable, BitwiseCopyable {
     case byte = 1, word = 2, dword = 4, qword = 8
@@ -45,33 +43,13 @@ public protocol BusDevice: Sendable {
     mutating func write(at offset: UInt64, width: AccessWidth, value: UInt64)
 }
 
-/// Something the bus can hand an access to: usually a ``SharedDevice``.
+/// Something the bus can hand an access to: usually a device model behind a lock (SwiftletHost's
+/// `SharedDevice`).
 public protocol BusHandler: AnyObject, Sendable {
     /// Handles a read at `offset` from the handler's base.
     func read(at offset: UInt64, width: AccessWidth) -> UInt64
     /// Handles a write at `offset` from the handler's base.
     func write(at offset: UInt64, width: AccessWidth, value: UInt64)
-}
-
-/// A device model behind a mutex, so that vCPU threads and host I/O threads can share it.
-public final class SharedDevice<Device: BusDevice>: BusHandler {
-    private let device: Mutex<Device>
-
-    /// Wraps `device`.
-    public init(_ device: Device) { self.device = Mutex(device) }
-
-    /// Runs `body` with exclusive access to the device (e.g. to feed it host input).
-    public func withLock<Result: Sendable>(_ body: (inout Device) -> Result) -> Result {
-        device.withLock { body(&$0) }
-    }
-
-    public func read(at offset: UInt64, width: AccessWidth) -> UInt64 {
-        device.withLock { $0.read(at: offset, width: width) }
-    }
-
-    public func write(at offset: UInt64, width: AccessWidth, value: UInt64) {
-        device.withLock { $0.write(at: offset, width: width, value: value) }
-    }
 }
 
 /// A range of bus addresses `[base, base + size)`.

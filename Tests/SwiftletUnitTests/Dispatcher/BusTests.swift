@@ -1,4 +1,5 @@
 import Testing
+import SwiftletHost
 @testable import SwiftletCore
 
 /// A device that remembers the last write and answers reads with its offset.

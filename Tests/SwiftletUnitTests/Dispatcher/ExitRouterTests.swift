@@ -1,5 +1,6 @@
 import Synchronization
 import Testing
+import SwiftletHost
 import SwiftletCore
 @testable import SwiftletDispatcher
 

@@ -1,5 +1,6 @@
 import Logging
 import Testing
+import SwiftletHost
 @testable import Swiftlet
 import SwiftletArch
 import SwiftletBoot
