@@ -67,6 +67,8 @@ let package = Package(
         // libFuzzer targets (scripts/fuzz builds them with -sanitize=fuzzer; a plain build replays a corpus).
         .executableTarget(name: "FuzzVirtioTransport", dependencies: ["SwiftletCore", "SwiftletVirtio"],
                           path: "Fuzz/VirtioTransport"),
+        .executableTarget(name: "FuzzVirtioBlock", dependencies: ["SwiftletMemory", "SwiftletVirtio"],
+                          path: "Fuzz/VirtioBlock"),
 
         // Unit tests: no /dev/kvm needed.
         .testTarget(name: "SwiftletUnitTests", dependencies: [
