@@ -69,6 +69,8 @@ let package = Package(
                           path: "Fuzz/VirtioTransport"),
         .executableTarget(name: "FuzzSplitQueue", dependencies: ["SwiftletMemory", "SwiftletVirtio"],
                           path: "Fuzz/SplitQueue"),
+        .executableTarget(name: "FuzzVirtioBlock", dependencies: ["SwiftletMemory", "SwiftletVirtio"],
+                          path: "Fuzz/VirtioBlock"),
 
         // Unit tests: no /dev/kvm needed.
         .testTarget(name: "SwiftletUnitTests", dependencies: [

@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "cswiftlethost.h"
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
@@ -84,3 +85,10 @@ int chost_restore_terminal_on_fatal_signals(const struct termios *saved) {
 }
 
 void chost_forget_terminal(void) { terminal_saved = 0; }
+
+int chost_punch_hole(int fd, long long offset, long long length) {
+    while (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0) {
+        if (errno != EINTR) return -errno;
+    }
+    return 0;
+}

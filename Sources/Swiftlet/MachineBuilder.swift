@@ -114,6 +114,24 @@ extension VirtualMachine {
         }
     }
 
+    /// Opens and locks the disk images, in order, before anything is created or truncated (the
+    /// console file), so a bad image leaves nothing behind.
+    static func openDisks(_ configuration: MachineConfiguration) throws(SwiftletError) -> [(FileBlockBackend, id: String)] {
+        var ids = Set<String>()
+        for disk in configuration.disks where !ids.insert(disk.id).inserted {
+            throw SwiftletError(.usage, "two disks have the id \"\(disk.id)\"; give each --disk its own id=NAME")
+        }
+        var opened: [(FileBlockBackend, id: String)] = []
+        for disk in configuration.disks {
+            do {
+                opened.append((try FileBlockBackend(path: disk.path, readOnly: disk.readOnly), disk.id))
+            } catch {
+                throw SwiftletError(.usage, error.description)
+            }
+        }
+        return opened
+    }
+
     /// The console's pieces: the UART and its host-side output buffer and input queue.
     struct Console {
         let serial: SharedDevice<Serial16550>

@@ -11,6 +11,23 @@ public enum ConsoleConfiguration: Equatable, Sendable {
     case file(String)
 }
 
+/// A raw disk image attached as a virtio block device.
+public struct DiskConfiguration: Equatable, Sendable {
+    /// The image file (raw: sector n at byte 512·n).
+    public var path: String
+    /// Attach it read-only (`VIRTIO_BLK_F_RO`; the image is opened `O_RDONLY` with a shared lock).
+    public var readOnly: Bool
+    /// The disk's id: unique in the machine, and the serial the guest reads (`GET_ID`, at most 20 bytes).
+    public var id: String
+
+    /// Describes a disk.
+    public init(path: String, readOnly: Bool = false, id: String) {
+        self.path = path
+        self.readOnly = readOnly
+        self.id = id
+    }
+}
+
 /// Everything needed to build and boot one microVM.
 public struct MachineConfiguration: Equatable, Sendable {
     /// The kernel: a bzImage or an ELF vmlinux with a PVH note.
@@ -27,6 +44,8 @@ public struct MachineConfiguration: Equatable, Sendable {
     public var console: ConsoleConfiguration
     /// Attach a virtio entropy device (virtio-rng) fed by the host's `getrandom`.
     public var entropy: Bool
+    /// Disks, attached in order as virtio block devices (the guest's `vda`, `vdb`, …).
+    public var disks: [DiskConfiguration]
     /// Hide KVM's paravirtual CPUID features (for tiny test guests that must not `vmcall`).
     public var hideParavirtFeatures: Bool
     /// Create the in-kernel irqchip and PIT (off only for tiny test guests that exit with `hlt`).
@@ -37,7 +56,7 @@ public struct MachineConfiguration: Equatable, Sendable {
     /// Creates a configuration with Swiftlet's defaults: 1 vCPU, 256 MiB, console on stdio, no virtio devices.
     public init(kernelPath: String, initrdPath: String? = nil, commandLine: String = "",
                 vcpuCount: Int = 1, memorySize: UInt64 = 256 << 20, console: ConsoleConfiguration = .stdio,
-                entropy: Bool = false, hideParavirtFeatures: Bool = false, inKernelIRQChip: Bool = true,
+                entropy: Bool = false, disks: [DiskConfiguration] = [], hideParavirtFeatures: Bool = false, inKernelIRQChip: Bool = true,
                 kvmPath: String = "/dev/kvm") {
         self.kernelPath = kernelPath
         self.initrdPath = initrdPath
@@ -46,6 +65,7 @@ public struct MachineConfiguration: Equatable, Sendable {
         self.memorySize = memorySize
         self.console = console
         self.entropy = entropy
+        self.disks = disks
         self.hideParavirtFeatures = hideParavirtFeatures
         self.inKernelIRQChip = inKernelIRQChip
         self.kvmPath = kvmPath

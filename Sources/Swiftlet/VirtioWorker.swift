@@ -25,6 +25,24 @@ struct HostEntropyDevice: VirtioQueueServer {
     }
 }
 
+/// A block device over a raw image file.
+struct HostBlockDevice: VirtioQueueServer {
+    private var device: VirtioBlock
+    private let backend: FileBlockBackend
+
+    /// The device for `backend`, whose serial is `serial`.
+    init(backend: FileBlockBackend, serial: String) {
+        device = VirtioBlock(configuration: .init(capacity: backend.capacity, readOnly: backend.readOnly, serial: serial))
+        self.backend = backend
+    }
+
+    var description: VirtioDeviceDescription { device.description }
+
+    mutating func process(queue index: Int, _ queue: inout SplitQueue, memory: GuestMemory) throws(QueueError) -> QueueProgress {
+        try device.process(queue: &queue, memory: memory, backend: backend)
+    }
+}
+
 /// ``EntropySource`` over ``HostRandom``.
 struct HostEntropySource: EntropySource {
     func randomBytes(count: Int) throws(EntropyError) -> [UInt8] {

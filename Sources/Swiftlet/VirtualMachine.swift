@@ -51,6 +51,7 @@ public final class VirtualMachine: Sendable {
         logger.trace("guest memory mapped at \(milliseconds(since: startTime)) ms")
         let boot = try Self.loadBootImage(configuration, plan: plan, memory: memory)
         logger.trace("kernel and initrd loaded at \(milliseconds(since: startTime)) ms")
+        let disks = try Self.openDisks(configuration)
 
         control = RunControl()
         events = MachineEventRecorder(control: control, logger: logger, startTime: startTime)
@@ -64,6 +65,11 @@ public final class VirtualMachine: Sendable {
         try Self.attachLegacyDevices(to: &registry, events: events)
         ioLoop = try Self.makeEventLoop()
         var virtio = VirtioSlots()
+        for (backend, id) in disks {
+            try Self.attachVirtio(HostBlockDevice(backend: backend, serial: id), id: "virtio-blk-\(id)", to: &registry,
+                                  slots: &virtio, vm: vm, memory: memory, loop: ioLoop,
+                                  inKernelIRQChip: configuration.inKernelIRQChip, logger: logger)
+        }
         if configuration.entropy {
             try Self.attachVirtio(HostEntropyDevice(), id: "rng0", to: &registry, slots: &virtio, vm: vm, memory: memory,
                                   loop: ioLoop, inKernelIRQChip: configuration.inKernelIRQChip, logger: logger)

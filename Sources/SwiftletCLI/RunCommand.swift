@@ -55,6 +55,16 @@ public struct RunCommand: ParsableCommand {
     @Flag(help: "Attach a virtio entropy device (virtio-rng, fed by the host's getrandom): the guest's /dev/hwrng.")
     public var rng = false
 
+    /// Disk images, as `PATH[,ro][,id=NAME]`.
+    @Option(name: .customLong("disk"),
+            help: ArgumentHelp("Attach a raw disk image as a virtio block device (repeatable, up to 16: vda, vdb, … in "
+                               + "order); ro attaches it read-only, id=NAME sets its id and serial (default vda, vdb, …).",
+                               valueName: "path[,ro][,id=name]"))
+    public var disks: [String] = []
+
+    /// The most `--disk`s one machine takes (each needs one of the interrupt lines virtio devices share).
+    public static let maximumDisks = 16
+
     /// The log level on stderr.
     @Option(help: ArgumentHelp("Log level on stderr: trace, debug, info, notice, warning, error, critical.", valueName: "level"))
     public var logLevel: String = "warning"
@@ -78,6 +88,47 @@ public struct RunCommand: ParsableCommand {
             throw ValidationError("--log-level '\(logLevel)' is not one of trace, debug, info, notice, warning, error, critical")
         }
         guard !console.isEmpty else { throw ValidationError("--console needs stdio, off or a file path") }
+        guard disks.count <= Self.maximumDisks else {
+            throw ValidationError("--disk given \(disks.count) times; a machine takes at most \(Self.maximumDisks) disks")
+        }
+        var ids = Set<String>()
+        for disk in try diskConfigurations where !ids.insert(disk.id).inserted {
+            throw ValidationError("--disk: two disks have the id '\(disk.id)'; give each its own id=NAME")
+        }
+    }
+
+    /// The disks, parsed from `--disk` (ids default to the guest's names: vda, vdb, …).
+    public var diskConfigurations: [DiskConfiguration] {
+        get throws(ValidationError) {
+            var result: [DiskConfiguration] = []
+            for (index, spec) in disks.enumerated() { result.append(try Self.parseDisk(spec, index: index)) }
+            return result
+        }
+    }
+
+    /// Parses one `--disk PATH[,ro][,id=NAME]` (a path cannot contain a comma).
+    static func parseDisk(_ spec: String, index: Int) throws(ValidationError) -> DiskConfiguration {
+        let parts = spec.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        guard let path = parts.first, !path.isEmpty else {
+            throw ValidationError("--disk '\(spec)' has no image path; use --disk PATH[,ro][,id=NAME]")
+        }
+        let letters = Array("abcdefghijklmnopqrstuvwxyz")
+        var disk = DiskConfiguration(path: path, id: "vd" + String(letters[index % letters.count]))
+        for option in parts.dropFirst() {
+            if option == "ro" {
+                disk.readOnly = true
+            } else if option.hasPrefix("id=") {
+                let id = String(option.dropFirst(3))
+                let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+                guard (1...20).contains(id.utf8.count), id.allSatisfy(allowed.contains) else {
+                    throw ValidationError("--disk '\(spec)': id '\(id)' must be 1 to 20 letters, digits, '.', '_' or '-'")
+                }
+                disk.id = id
+            } else {
+                throw ValidationError("--disk '\(spec)': unknown option '\(option)'; use ro or id=NAME")
+            }
+        }
+        return disk
     }
 
     /// The console setting.
@@ -112,8 +163,15 @@ public struct RunCommand: ParsableCommand {
                 throw SwiftletError(.usage, "the default guest is not built (no \(kernelPath)); run scripts/build-guest or pass --kernel")
             }
         }
+        let disks: [DiskConfiguration]
+        do {
+            disks = try diskConfigurations
+        } catch {
+            throw SwiftletError(.usage, error.message)
+        }
         return MachineConfiguration(kernelPath: kernelPath, initrdPath: initrdPath, commandLine: kernelCommandLine,
                                     vcpuCount: cpus, memorySize: ByteSize.parse(memory) ?? 0,
-                                    console: consoleConfiguration, entropy: rng)
+                                    console: consoleConfiguration, entropy: rng,
+                                    disks: disks)
     }
 }

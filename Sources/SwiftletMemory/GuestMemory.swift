@@ -18,6 +18,8 @@ public enum GuestMemoryError: Error, Equatable, Sendable, CustomStringConvertibl
     case readFailed(Errno)
     /// A file ended before the requested number of bytes were read.
     case shortRead(expected: UInt64, got: UInt64)
+    /// Writing guest memory to a file failed.
+    case writeFailed(Errno)
 
     public var description: String {
         switch self {
@@ -33,6 +35,8 @@ public enum GuestMemoryError: Error, Equatable, Sendable, CustomStringConvertibl
             return "reading a file into guest memory failed: \(errno)"
         case let .shortRead(expected, got):
             return "file ended early: expected \(expected) bytes, read \(got)"
+        case let .writeFailed(errno):
+            return "writing guest memory to a file failed: \(errno)"
         }
     }
 }
@@ -258,5 +262,73 @@ public final class GuestMemory: @unchecked Sendable {
             guard got > 0 else { throw .shortRead(expected: count, got: done) }
             done += UInt64(got)
         }
+    }
+
+    /// The most buffers one `preadv`/`pwritev` call takes (`IOV_MAX` on Linux).
+    static let maximumVectorCount = 1024
+
+    /// Reads from `file` at `offset` straight into the guest `ranges`, in order (`preadv`, no bounce
+    /// buffer), and returns the number of bytes read.
+    ///
+    /// Every range is checked to lie inside one RAM region before any I/O. `EINTR` is retried. A
+    /// short read (end of file) ends the call and its count is returned: the caller decides whether
+    /// that is an error. At most ``maximumVectorCount`` ranges are read per system call.
+    /// - Throws: ``GuestMemoryError/outOfRange(address:count:)`` for a range outside RAM (nothing is
+    ///   read), ``GuestMemoryError/readFailed(_:)`` with the host's error (`EOVERFLOW` when the
+    ///   request passes the largest file offset).
+    public func read(from file: FileDescriptor, at offset: UInt64, into ranges: [GuestRange]) throws(GuestMemoryError) -> Int {
+        try transfer(file, at: offset, ranges: ranges, write: false, failure: GuestMemoryError.readFailed)
+    }
+
+    /// Writes the guest `ranges`, in order, to `file` at `offset` straight from guest RAM
+    /// (`pwritev`), and returns the number of bytes written.
+    ///
+    /// The same rules as ``read(from:at:into:)``: ranges checked first, `EINTR` retried, a short
+    /// write returned as its count.
+    /// - Throws: ``GuestMemoryError/outOfRange(address:count:)`` or ``GuestMemoryError/writeFailed(_:)``.
+    public func write(to file: FileDescriptor, at offset: UInt64, from ranges: [GuestRange]) throws(GuestMemoryError) -> Int {
+        try transfer(file, at: offset, ranges: ranges, write: true, failure: GuestMemoryError.writeFailed)
+    }
+
+    /// The vectored transfer behind ``read(from:at:into:)`` and ``write(to:at:from:)``: checks every
+    /// range, then issues one system call per ``maximumVectorCount`` ranges until done or short.
+    private func transfer(_ file: FileDescriptor, at offset: UInt64, ranges: [GuestRange],
+                          write: Bool, failure: (Errno) -> GuestMemoryError) throws(GuestMemoryError) -> Int {
+        // SAFETY: each iovec points into a guest mapping checked by `host` (live for this object's
+        // lifetime); they are only handed to preadv/pwritev below.
+        var vectors: [iovec] = unsafe []
+        unsafe vectors.reserveCapacity(ranges.count)
+        var total: UInt64 = 0
+        for range in ranges {
+            let base = try unsafe host(range.start, range.size)
+            // A range lies inside one mapping, so its size fits an `Int`.
+            total += range.size
+            guard total <= UInt64(Int.max) else { throw failure(Errno(rawValue: EOVERFLOW)) }
+            unsafe vectors.append(iovec(iov_base: base, iov_len: Int(range.size)))
+        }
+        guard offset <= UInt64(Int64.max), total <= UInt64(Int64.max) - offset else {
+            throw failure(Errno(rawValue: EOVERFLOW))
+        }
+        var done = 0
+        var first = 0
+        while unsafe first < vectors.count {
+            let count = unsafe min(vectors.count - first, Self.maximumVectorCount)
+            let expected = unsafe vectors[first..<first + count].reduce(0) { unsafe $0 + $1.iov_len }
+            let position = off_t(offset + UInt64(done))
+            var moved: Int
+            repeat {
+                moved = unsafe vectors.withUnsafeBufferPointer { buffer in
+                    // SAFETY: `buffer[first ..< first + count]` are iovecs over checked spans of live mappings.
+                    let start = unsafe buffer.baseAddress! + first
+                    return write ? unsafe pwritev(file.rawValue, start, Int32(count), position)
+                                 : unsafe preadv(file.rawValue, start, Int32(count), position)
+                }
+            } while moved < 0 && errno == EINTR
+            guard moved >= 0 else { throw failure(Errno(rawValue: errno)) }
+            done += moved
+            guard moved == expected else { break }
+            first += count
+        }
+        return done
     }
 }

@@ -268,4 +268,49 @@ import SwiftletHost
         #expect(outcome.reason == .powerOff)
         #expect(console == [0x4f, 0x02, 0x00])
     }
+
+    @Test func aGuestReadsASectorFromADiskImageThroughTheMMIOTransport() throws {
+        // A 4 KiB image whose sector n is filled with "A" + n.
+        let image = try G.write((0..<8).flatMap { [UInt8](repeating: 0x41 + UInt8($0), count: 512) }, name: "disk.img")
+        let base: UInt32 = 0xd000_0000
+        func register(_ offset: UInt32) -> UInt32 { base + offset }
+        let descriptors: UInt32 = 0x30_0000, available: UInt32 = 0x30_1000, used: UInt32 = 0x30_2000
+        let header: UInt32 = 0x30_3000, status: UInt32 = 0x30_3800, data: UInt32 = 0x30_4000
+        var code = G.cli + G.movDX(0x3f8)
+        code += G.movEAXMem(register(0x000)) + G.printEAX                          // "virt"
+        code += G.movEAXMem(register(0x004)) + G.addAL(0x30) + G.outDXAL           // version "2"
+        code += G.movEAXMem(register(0x008)) + G.addAL(0x30) + G.outDXAL           // device ID "2"
+        code += G.movMemImm32(register(0x070), 0)
+        code += G.movMemImm32(register(0x070), 1) + G.movMemImm32(register(0x070), 3)
+        code += G.movMemImm32(register(0x024), 1) + G.movMemImm32(register(0x020), 1)   // accept VERSION_1 only
+        code += G.movMemImm32(register(0x024), 0) + G.movMemImm32(register(0x020), 0)
+        code += G.movMemImm32(register(0x070), 0xb)
+        code += G.movEAXMem(register(0x070)) + G.outDXAL                           // 0x0b
+        code += G.movEAXMem(register(0x100)) + G.addAL(0x30) + G.outDXAL           // capacity 8 sectors: "8"
+        code += G.movMemImm32(register(0x030), 0) + G.movMemImm32(register(0x038), 8)
+        code += G.movMemImm32(register(0x080), descriptors) + G.movMemImm32(register(0x084), 0)
+        code += G.movMemImm32(register(0x090), available) + G.movMemImm32(register(0x094), 0)
+        code += G.movMemImm32(register(0x0a0), used) + G.movMemImm32(register(0x0a4), 0)
+        code += G.movMemImm32(register(0x044), 1)
+        code += G.movMemImm32(register(0x070), 0xf)                                // DRIVER_OK
+        // IN, sector 1: header (readable) -> 512 bytes (writable) -> status (writable).
+        code += G.movMemImm32(header, 0) + G.movMemImm32(header + 4, 0)
+        code += G.movMemImm32(header + 8, 1) + G.movMemImm32(header + 12, 0) + G.movMemImm32(status, 0xff)
+        code += G.movMemImm32(descriptors, header) + G.movMemImm32(descriptors + 4, 0)
+        code += G.movMemImm32(descriptors + 8, 16) + G.movMemImm32(descriptors + 12, 1 | 1 << 16)
+        code += G.movMemImm32(descriptors + 16, data) + G.movMemImm32(descriptors + 20, 0)
+        code += G.movMemImm32(descriptors + 24, 512) + G.movMemImm32(descriptors + 28, 3 | 2 << 16)
+        code += G.movMemImm32(descriptors + 32, status) + G.movMemImm32(descriptors + 36, 0)
+        code += G.movMemImm32(descriptors + 40, 1) + G.movMemImm32(descriptors + 44, 2)
+        code += G.movMemImm32(available + 4, 0) + G.movMemImm32(available, 1 << 16)
+        code += G.movMemImm32(register(0x050), 0)                                  // QueueNotify
+        code += G.poll(limit: 0x400_0000, probe: G.movzxEAXMem16(used + 2) + G.cmpEAX(1), exitWhen: G.je)
+        code += G.movEAXMem(used + 8) + G.printEAX                                 // used len 513
+        code += G.movEAXMem(status) + G.addAL(0x30) + G.outDXAL                    // status OK: "0"
+        code += G.movEAXMem(data + 508) + G.printEAX                               // "BBBB"
+        code += G.powerOff
+        let (outcome, console) = try G.boot(code, name: "virtio-blk", disks: [DiskConfiguration(path: image, id: "d0")])
+        #expect(outcome.reason == .powerOff)
+        #expect(console == Array("virt22".utf8) + [0x0b] + Array("8".utf8) + [0x01, 0x02, 0, 0] + Array("0BBBB".utf8))
+    }
 }

@@ -36,12 +36,14 @@ enum TinyGuest {
 
     /// Boots `code` as a tiny guest (32 MiB, console to a file, paravirtual features hidden) and
     /// returns how the run ended and what the guest printed; `stopAfter` stops it from another thread.
-    static func boot(_ code: [UInt8], name: String, irqchip: Bool = true, entropy: Bool = false, stopAfter: Duration? = nil,
+    static func boot(_ code: [UInt8], name: String, irqchip: Bool = true, entropy: Bool = false,
+                     disks: [DiskConfiguration] = [], stopAfter: Duration? = nil,
                      prepare: (VirtualMachine) throws -> Void = { _ in }) throws -> (outcome: RunOutcome, console: [UInt8]) {
         let kernel = try write(elf(code), name: name + ".elf")
         let consolePath = kernel + ".console"
         let configuration = MachineConfiguration(kernelPath: kernel, memorySize: 32 << 20, console: .file(consolePath),
-                                                 entropy: entropy, hideParavirtFeatures: true, inKernelIRQChip: irqchip)
+                                                 entropy: entropy, disks: disks, hideParavirtFeatures: true,
+                                                 inKernelIRQChip: irqchip)
         let machine: VirtualMachine
         do {
             machine = try VirtualMachine(configuration: configuration, logger: Logger(label: "swiftlet-tests"))

@@ -1,7 +1,7 @@
 /* CSwiftletHost: the thin C layer under SwiftletHost.
  *
  * What Swift cannot reach or must not run inside a signal handler: <sys/epoll.h>, <sys/eventfd.h>,
- * <sys/random.h> (getrandom, which Glibc's module leaves out), thread
+ * <sys/random.h> (getrandom, which Glibc's module leaves out), fallocate (a GNU extension), thread
  * naming, the number of the signal that kicks a vCPU out of KVM_RUN (owned here so that the
  * terminal guard below and the KVM shim agree on it), and the handler that restores the terminal
  * when a signal ends the process. Nothing else lives here. */
@@ -28,3 +28,7 @@ int chost_restore_terminal_on_fatal_signals(const struct termios *_Nonnull saved
 /* Forgets the saved settings (the terminal was restored normally); the handlers then do nothing
  * but pass the signal on. */
 void chost_forget_terminal(void);
+
+/* Punches a hole of `length` bytes at `offset` in `fd`, keeping the file's size
+ * (fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)), retrying EINTR. Returns 0 or -errno. */
+int chost_punch_hole(int fd, long long offset, long long length);

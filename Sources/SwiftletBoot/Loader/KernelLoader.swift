@@ -187,7 +187,7 @@ struct BootFile {
             case .outOfRange: throw outsideRAM()
             case let .readFailed(errno): throw .readFailed(role, path: path, errno)
             case let .shortRead(expected, got): throw .shortRead(role, path: path, expected: expected, got: got)
-            case .mapFailed, .invalidLayout, .misaligned: throw .readFailed(role, path: path, .ioError)
+            case .mapFailed, .invalidLayout, .misaligned, .writeFailed: throw .readFailed(role, path: path, .ioError)
             }
         }
     }

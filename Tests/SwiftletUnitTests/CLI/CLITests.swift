@@ -35,6 +35,39 @@ import SwiftletDispatcher
         #expect(try RunCommand.parse(["--kernel", "/k", "--rng"]).machineConfiguration(environment: [:]).entropy)
     }
 
+    @Test func disksAreParsedInOrderWithDefaultIDs() throws {
+        let run = try RunCommand.parse(["--kernel", "/k", "--disk", "/a.img", "--disk", "/b.img,ro",
+                                        "--disk", "/c.img,id=scratch,ro", "--disk", "/d.img,ro,id=d-1.x"])
+        let disks = try run.machineConfiguration(environment: [:]).disks
+        #expect(disks == [DiskConfiguration(path: "/a.img", id: "vda"), DiskConfiguration(path: "/b.img", readOnly: true, id: "vdb"),
+                          DiskConfiguration(path: "/c.img", readOnly: true, id: "scratch"),
+                          DiskConfiguration(path: "/d.img", readOnly: true, id: "d-1.x")])
+        let many = try RunCommand.parse(["--kernel", "/k"] + (0..<16).flatMap { ["--disk", "/\($0).img"] })
+        #expect(try many.machineConfiguration(environment: [:]).disks.map(\.id).last == "vdp")
+        #expect(try RunCommand.parse(["--kernel", "/k"]).machineConfiguration(environment: [:]).disks.isEmpty)
+    }
+
+    @Test(arguments: [(["--disk", "/a,rw"], "--disk '/a,rw': unknown option 'rw'; use ro or id=NAME"),
+                      (["--disk", ",ro"], "--disk ',ro' has no image path"),
+                      (["--disk", ""], "has no image path"),
+                      (["--disk", "/a,id="], "id '' must be 1 to 20 letters"),
+                      (["--disk", "/a,id=a,b"], "unknown option 'b'"),
+                      (["--disk", "/a,id=\(String(repeating: "x", count: 21))"], "must be 1 to 20"),
+                      (["--disk", "/a,id=x", "--disk", "/b,id=x"], "two disks have the id 'x'"),
+                      (["--disk", "/a", "--disk", "/b,id=vda"], "two disks have the id 'vda'"),
+                      ((0..<17).flatMap { ["--disk", "/\($0)"] }, "at most 16 disks")])
+    func badDisksAreOneLineUsageErrors(arguments: [String], message: String) {
+        do {
+            _ = try SwiftletCommand.parseAsRoot(["run", "--kernel", "/k"] + arguments)
+            Issue.record("accepted \(arguments)")
+        } catch {
+            #expect(SwiftletCommand.exitCode(for: error) != .success)
+            let text = SwiftletCommand.message(for: error)
+            #expect(text.contains(message), "\(text)")
+            #expect(!text.contains("\n"))
+        }
+    }
+
     @Test(arguments: [["--cpus", "0"], ["--cpus", "-2"], ["--memory", "lots"], ["--memory", "0.5G"],
                       ["--log-level", "loud"], ["--console", ""], ["--bogus"]])
     func badFlagsAreUsageErrors(arguments: [String]) {
