@@ -30,11 +30,11 @@ ensure_pkgs() {
     || die "apt-get install ${missing[*]} failed"
 }
 
-# ensure_guest: build the default guest unless present; sets KVER.
+# ensure_guest: build the default guest unless it is present and current (scripts/build-guest
+# compares its stamp: kernel and busybox versions and the builder script's own hash, so a change
+# to the guest's init rebuilds it); sets KVER.
 ensure_guest() {
-  if [ ! -s "$GUEST_DIR/vmlinuz" ] || [ ! -s "$GUEST_DIR/initrd.cpio" ] || [ ! -s "$GUEST_DIR/kernel-version" ]; then
-    SWIFTLET_GUEST_DIR=$GUEST_DIR "$SWIFTLET_REPO/scripts/build-guest" >/dev/null
-  fi
+  SWIFTLET_GUEST_DIR=$GUEST_DIR "$SWIFTLET_REPO/scripts/build-guest" >/dev/null
   KVER=$(cat "$GUEST_DIR/kernel-version")
 }
 
