@@ -65,11 +65,12 @@ let package = Package(
         .executableTarget(name: "swiftlet", dependencies: ["SwiftletCLI"], swiftSettings: safe),
 
         // libFuzzer targets (scripts/fuzz builds them with -sanitize=fuzzer; a plain build replays a corpus).
-        .executableTarget(name: "FuzzVirtioTransport", dependencies: ["SwiftletCore", "SwiftletVirtio"],
+        .target(name: "FuzzSupport", path: "Fuzz/Support"),
+        .executableTarget(name: "FuzzVirtioTransport", dependencies: ["FuzzSupport", "SwiftletCore", "SwiftletVirtio"],
                           path: "Fuzz/VirtioTransport"),
-        .executableTarget(name: "FuzzSplitQueue", dependencies: ["SwiftletMemory", "SwiftletVirtio"],
+        .executableTarget(name: "FuzzSplitQueue", dependencies: ["FuzzSupport", "SwiftletMemory", "SwiftletVirtio"],
                           path: "Fuzz/SplitQueue"),
-        .executableTarget(name: "FuzzVirtioBlock", dependencies: ["SwiftletMemory", "SwiftletVirtio"],
+        .executableTarget(name: "FuzzVirtioBlock", dependencies: ["FuzzSupport", "SwiftletMemory", "SwiftletVirtio"],
                           path: "Fuzz/VirtioBlock"),
 
         // Unit tests: no /dev/kvm needed.

@@ -8,6 +8,7 @@
 // read-only disk. Built by scripts/fuzz with -sanitize=fuzzer; a plain build is a replay driver
 // that runs the files it is given (the corpus, in CI).
 import Foundation
+import FuzzSupport
 import SwiftletMemory
 import SwiftletVirtio
 
@@ -67,35 +68,17 @@ func exercise(_ input: [UInt8]) {
 /// The input callback libFuzzer's driver calls.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
-    exercise(data.map { Array(UnsafeBufferPointer(start: $0, count: size)) } ?? [])
+    exercise(fuzzInput(data, size))
     return 0
 }
 
-/// libFuzzer's driver, started from this target's entry point (see FuzzVirtioTransport).
-@_silgen_name("LLVMFuzzerRunDriver")
-func runFuzzerDriver(_ argc: UnsafeMutablePointer<Int32>,
-                     _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>,
-                     _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32) -> Int32
-
+/// This target's entry point (see FuzzSupport).
 @_cdecl("FuzzVirtioBlock_main")
 public func fuzzMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> Int32 {
-    var count = argc
-    var arguments = argv
-    return runFuzzerDriver(&count, &arguments, fuzzOne)
+    runFuzzer(argc, argv, fuzzOne)
 }
 #else
 @main enum Replay {
-    static func main() throws {
-        var count = 0
-        for path in CommandLine.arguments.dropFirst() {
-            let url = URL(fileURLWithPath: path)
-            let files = (try? FileManager.default.contentsOfDirectory(at: url, includingPropertiesForKeys: nil)) ?? [url]
-            for file in files {
-                exercise([UInt8](try Data(contentsOf: file)))
-                count += 1
-            }
-        }
-        print("replayed \(count) inputs")
-    }
+    static func main() throws { try replayCorpus(exercise) }
 }
 #endif
