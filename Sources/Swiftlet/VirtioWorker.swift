@@ -5,13 +5,74 @@ import SwiftletHost
 import SwiftletMemory
 import SwiftletVirtio
 
-/// A virtio device model as the event loop drives it: it serves the chains published on one of
-/// its queues. Implementations wrap a device from `SwiftletVirtio` with its host backend.
+/// A virtio device model as the event loop drives it: it serves the chains published on its
+/// queues and, for a device with host descriptors (a TAP, sockets), reacts to their readiness.
+/// Implementations wrap a device from `SwiftletVirtio` with its host backend. Every method runs on
+/// the loop thread and must not block.
 protocol VirtioQueueServer: Sendable {
     /// What the transport presents (device ID, features, queue sizes, configuration space).
     var description: VirtioDeviceDescription { get }
-    /// Serves queue `index` (see ``VirtioEntropy/process(queue:memory:source:)``).
-    mutating func process(queue index: Int, _ queue: inout SplitQueue, memory: GuestMemory) throws(QueueError) -> QueueProgress
+    /// The driver set DRIVER_OK with `features`; the queues are validated. A device with host
+    /// descriptors starts watching them through `backend` here. The default does nothing.
+    mutating func activate(features: UInt64, backend: VirtioBackendWatcher) throws(HostError)
+    /// The driver reset the device: the worker has already removed every watch made through the
+    /// ``VirtioBackendWatcher``; the device drops per-activation state. The default does nothing.
+    mutating func deactivate()
+    /// The driver notified queue `index`: serve it (see ``VirtioEntropy/process(queue:memory:source:)``).
+    /// `queues` holds every queue, `nil` where the driver did not enable one.
+    mutating func process(queue index: Int, queues: inout [SplitQueue?], memory: GuestMemory) throws(QueueError) -> QueueProgress
+    /// A descriptor watched with tag `source` is ready for `readiness`. The default does nothing.
+    /// ``QueueProgress/moreWaiting`` is ignored here: epoll is level-triggered, so a source still
+    /// ready is reported again.
+    mutating func backendReady(source: Int, readiness: EventLoop.Readiness, queues: inout [SplitQueue?],
+                               memory: GuestMemory) throws(QueueError) -> QueueProgress
+}
+
+extension VirtioQueueServer {
+    mutating func activate(features: UInt64, backend: VirtioBackendWatcher) throws(HostError) {}
+    mutating func deactivate() {}
+    mutating func backendReady(source: Int, readiness: EventLoop.Readiness, queues: inout [SplitQueue?],
+                               memory: GuestMemory) throws(QueueError) -> QueueProgress {
+        QueueProgress(interrupt: false, moreWaiting: false)
+    }
+}
+
+/// Runs `body` on queue `index` if the driver enabled it, storing the queue back afterwards; a
+/// queue the driver left disabled has nothing to serve.
+func withEnabledQueue(_ index: Int, in queues: inout [SplitQueue?],
+                      _ body: (inout SplitQueue) throws(QueueError) -> QueueProgress) throws(QueueError) -> QueueProgress {
+    guard index < queues.count, var queue = queues[index] else { return QueueProgress(interrupt: false, moreWaiting: false) }
+    defer { queues[index] = queue }
+    return try body(&queue)
+}
+
+/// How a device watches its host descriptors on the event loop while it is active. Watches made
+/// here are removed by the worker when the driver resets the device; the device closes its own
+/// descriptors. Use only on the loop thread, from the device's methods.
+struct VirtioBackendWatcher {
+    fileprivate let add: (Int32, EventLoop.Readiness, Int) throws(HostError) -> EventLoop.Token
+    fileprivate let modify: (EventLoop.Token, EventLoop.Readiness) throws(HostError) -> Void
+    fileprivate let drop: (EventLoop.Token) -> Void
+    fileprivate let kick: (Int) -> Void
+
+    /// Watches `fd` for `readiness`; the device's ``VirtioQueueServer/backendReady(source:readiness:queues:memory:)``
+    /// is called with `source` when it is ready.
+    func watch(_ fd: Int32, for readiness: EventLoop.Readiness, source: Int) throws(HostError) -> EventLoop.Token {
+        try add(fd, readiness, source)
+    }
+
+    /// Changes what a watched descriptor is watched for (e.g. stop reading while the guest has no
+    /// receive buffers, watch for room to write while output waits).
+    func change(_ token: EventLoop.Token, to readiness: EventLoop.Readiness) throws(HostError) {
+        try modify(token, readiness)
+    }
+
+    /// Stops watching a descriptor (before the device closes it).
+    func remove(_ token: EventLoop.Token) { drop(token) }
+
+    /// Serves queue `index` again soon, after the loop's other sources, as if the driver had
+    /// notified it (e.g. backend room came back for output the queue holds).
+    func requeue(_ index: Int) { kick(index) }
 }
 
 /// The entropy device fed by the host's `getrandom`.
@@ -20,8 +81,10 @@ struct HostEntropyDevice: VirtioQueueServer {
 
     var description: VirtioDeviceDescription { VirtioEntropy.description }
 
-    mutating func process(queue index: Int, _ queue: inout SplitQueue, memory: GuestMemory) throws(QueueError) -> QueueProgress {
-        try device.process(queue: &queue, memory: memory, source: HostEntropySource())
+    mutating func process(queue index: Int, queues: inout [SplitQueue?], memory: GuestMemory) throws(QueueError) -> QueueProgress {
+        try withEnabledQueue(index, in: &queues) { queue throws(QueueError) in
+            try device.process(queue: &queue, memory: memory, source: HostEntropySource())
+        }
     }
 }
 
@@ -38,8 +101,10 @@ struct HostBlockDevice: VirtioQueueServer {
 
     var description: VirtioDeviceDescription { device.description }
 
-    mutating func process(queue index: Int, _ queue: inout SplitQueue, memory: GuestMemory) throws(QueueError) -> QueueProgress {
-        try device.process(queue: &queue, memory: memory, backend: backend)
+    mutating func process(queue index: Int, queues: inout [SplitQueue?], memory: GuestMemory) throws(QueueError) -> QueueProgress {
+        try withEnabledQueue(index, in: &queues) { queue throws(QueueError) in
+            try device.process(queue: &queue, memory: memory, backend: backend)
+        }
     }
 }
 
@@ -90,6 +155,8 @@ final class VirtioWorker<Device: VirtioQueueServer>: VirtioTransportEvents, @unc
     private var device: Device
     private var queues: [SplitQueue?] = []
     private var watches: [EventLoop.Token] = []
+    /// The device's own descriptors' watches, made through its ``VirtioBackendWatcher``.
+    private var backendWatches: Set<EventLoop.Token> = []
     private var activeEpoch: UInt64 = 0
 
     /// A worker for `device`, whose queue `n` is notified through `notifiers[n]`.
@@ -152,6 +219,13 @@ final class VirtioWorker<Device: VirtioQueueServer>: VirtioTransportEvents, @unc
             }
         }
         queues = validated
+        do {
+            try device.activate(features: features, backend: backendWatcher())
+        } catch {
+            logger.error("\(id): cannot start the device's backend: \(error); the device needs a reset")
+            withTransport { $0.markNeedsReset() }
+            return
+        }
         for (index, notifier) in notifiers.enumerated() where queues[index] != nil {
             do {
                 watches.append(try loop.watch(notifier.fd, for: .readable) { [weak self] _ in
@@ -170,22 +244,56 @@ final class VirtioWorker<Device: VirtioQueueServer>: VirtioTransportEvents, @unc
     private func stop() {
         for token in watches { loop.remove(token) }
         watches = []
+        let wasActive = !queues.isEmpty || !backendWatches.isEmpty
+        for token in backendWatches { loop.remove(token) }
+        backendWatches = []
         queues = []
+        if wasActive { device.deactivate() }
+    }
+
+    /// The watcher the device uses for its host descriptors during this activation.
+    private func backendWatcher() -> VirtioBackendWatcher {
+        VirtioBackendWatcher(
+            add: { [unowned self] fd, readiness, source throws(HostError) in
+                let token = try loop.watch(fd, for: readiness) { [weak self] ready in
+                    self?.backendReady(source: source, readiness: ready)
+                    return .keep
+                }
+                backendWatches.insert(token)
+                return token
+            },
+            modify: { [unowned self] token, readiness throws(HostError) in try loop.change(token, to: readiness) },
+            drop: { [unowned self] token in
+                if backendWatches.remove(token) != nil { loop.remove(token) }
+            },
+            kick: { [unowned self] index in if index < notifiers.count { notifiers[index].signal() } })
+    }
+
+    /// Runs the device after one of its host descriptors became ready.
+    private func backendReady(source: Int, readiness: EventLoop.Readiness) {
+        guard epoch.load(ordering: .sequentiallyConsistent) == activeEpoch, !queues.isEmpty else { return }
+        do {
+            let progress = try device.backendReady(source: source, readiness: readiness, queues: &queues, memory: memory)
+            if progress.interrupt { withTransport { $0.raiseInterrupt(VirtioMMIOTransport.Interrupt.usedBuffer) } }
+        } catch {
+            logger.warning("\(id): backend \(source): \(error); the device needs a reset")
+            stop()
+            withTransport { $0.markNeedsReset() }
+        }
     }
 
     /// Runs the device on queue `index` after a notification.
     private func serve(queue index: Int) {
-        guard index < queues.count, var queue = queues[index],
+        guard index < queues.count, queues[index] != nil,
               epoch.load(ordering: .sequentiallyConsistent) == activeEpoch else { return }
         do {
-            let progress = try device.process(queue: index, &queue, memory: memory)
-            queues[index] = queue
+            let progress = try device.process(queue: index, queues: &queues, memory: memory)
             if progress.interrupt { withTransport { $0.raiseInterrupt(VirtioMMIOTransport.Interrupt.usedBuffer) } }
             // Come back after the loop's other sources rather than run on unboundedly.
             if progress.moreWaiting { notifiers[index].signal() }
         } catch {
             logger.warning("\(id): queue \(index): \(error); the device needs a reset")
-            queues[index] = nil
+            stop()
             withTransport { $0.markNeedsReset() }
         }
     }
