@@ -121,6 +121,17 @@ extension VirtualMachine {
         for disk in configuration.disks where !ids.insert(disk.id).inserted {
             throw SwiftletError(.usage, "two disks have the id \"\(disk.id)\"; give each --disk its own id=NAME")
         }
+        // The same file twice would otherwise meet its own lock and be reported as another
+        // process's; say what it is instead.
+        var seen: [FileIdentity: DiskConfiguration] = [:]
+        for disk in configuration.disks {
+            guard let identity = FileIdentity(path: disk.path) else { continue }    // opening it says why
+            if let first = seen[identity] {
+                throw SwiftletError(.usage, "disk \"\(disk.id)\" (\"\(disk.path)\") is the same file as disk \"\(first.id)\" "
+                                    + "(\"\(first.path)\"); attach an image once")
+            }
+            seen[identity] = disk
+        }
         var opened: [(FileBlockBackend, id: String)] = []
         for disk in configuration.disks {
             do {
@@ -160,6 +171,9 @@ extension VirtualMachine {
                 if let kernel = FileIdentity(path: configuration.kernelPath) { inputs.append((kernel, "kernel")) }
                 if let initrdPath = configuration.initrdPath, let initrd = FileIdentity(path: initrdPath) {
                     inputs.append((initrd, "initrd"))
+                }
+                for disk in configuration.disks {
+                    if let image = FileIdentity(path: disk.path) { inputs.append((image, "disk image \"\(disk.id)\"")) }
                 }
                 let fd: Int32
                 do {
