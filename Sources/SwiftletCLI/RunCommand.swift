@@ -107,7 +107,7 @@ public struct RunCommand: ParsableCommand {
     }
 
     /// Parses one `--disk PATH[,ro][,id=NAME]` (a path cannot contain a comma).
-    static func parseDisk(_ spec: String, index: Int) throws(ValidationError) -> DiskConfiguration {
+    public static func parseDisk(_ spec: String, index: Int) throws(ValidationError) -> DiskConfiguration {
         let parts = spec.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
         guard let path = parts.first, !path.isEmpty else {
             throw ValidationError("--disk '\(spec)' has no image path; use --disk PATH[,ro][,id=NAME]")
