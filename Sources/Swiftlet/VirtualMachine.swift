@@ -84,16 +84,6 @@ public final class VirtualMachine: Sendable {
         control.attach(vcpus)
     }
 
-    /// Makes a guest write of `value` (`length` bytes) at MMIO `address` signal `event` instead of
-    /// exiting: the path a virtio queue's notification takes (issue 9 attaches devices with it).
-    func signal(_ event: EventFD, onWriteOf value: UInt64, length: UInt32, at address: UInt64) throws(SwiftletError) {
-        do {
-            try vm.registerIOEvent(event, address: address, length: length, datamatch: value)
-        } catch {
-            throw SwiftletError(.host, error.description)
-        }
-    }
-
     /// Queues console input for the guest's UART, which takes it as its driver reads.
     ///
     /// Never waits for the guest unless `waitForRoom` is set: then, while the queue is full, it
