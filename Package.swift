@@ -72,6 +72,8 @@ let package = Package(
                           path: "Fuzz/SplitQueue"),
         .executableTarget(name: "FuzzVirtioBlock", dependencies: ["FuzzSupport", "SwiftletMemory", "SwiftletVirtio"],
                           path: "Fuzz/VirtioBlock"),
+        .executableTarget(name: "FuzzVirtioConsole", dependencies: ["FuzzSupport", "SwiftletCore", "SwiftletMemory", "SwiftletVirtio"],
+                          path: "Fuzz/VirtioConsole"),
 
         // Unit tests: no /dev/kvm needed.
         .testTarget(name: "SwiftletUnitTests", dependencies: [
