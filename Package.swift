@@ -74,6 +74,8 @@ let package = Package(
                           path: "Fuzz/VirtioBlock"),
         .executableTarget(name: "FuzzCommandLine", dependencies: ["FuzzSupport", "Swiftlet", "SwiftletCLI"],
                           path: "Fuzz/CommandLine"),
+        .executableTarget(name: "FuzzVirtioConsole", dependencies: ["FuzzSupport", "SwiftletCore", "SwiftletMemory", "SwiftletVirtio"],
+                          path: "Fuzz/VirtioConsole"),
 
         // Unit tests: no /dev/kvm needed.
         .testTarget(name: "SwiftletUnitTests", dependencies: [

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -90,5 +91,13 @@ int chost_punch_hole(int fd, long long offset, long long length) {
     while (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0) {
         if (errno != EINTR) return -errno;
     }
+    return 0;
+}
+
+int chost_window_size(int fd, unsigned short *columns, unsigned short *rows) {
+    struct winsize size;
+    if (ioctl(fd, TIOCGWINSZ, &size) != 0) return -errno;
+    *columns = size.ws_col;
+    *rows = size.ws_row;
     return 0;
 }

@@ -143,23 +143,36 @@ extension VirtualMachine {
         return opened
     }
 
-    /// The console's pieces: the UART and its host-side output buffer and input queue.
+    /// The console's host-side output buffer and input queue, the virtio console (attached later,
+    /// with the other virtio devices) if it is the console, and what tells the console device
+    /// (the UART or the virtio console) that input was queued.
     struct Console {
-        let serial: SharedDevice<Serial16550>
         let output: ConsoleOutput?
         let input: ConsoleInputQueue?
+        let virtio: HostConsoleDevice?
+        let inputArrived: @Sendable () -> Void
     }
 
     /// Opens the console's destination (never blocking; a file is locked and may not be one of the
     /// machine's input files) and attaches COM1's UART to it. The console is buffered: vCPUs never
-    /// wait on its reader (see ``ConsoleOutput``).
+    /// wait on its reader (see ``ConsoleOutput``). With ``ConsoleConfiguration/virtio`` the input
+    /// goes to a virtio console instead, and the UART's output and the virtio console's share the
+    /// one buffer and writer.
     static func attachConsole(_ configuration: MachineConfiguration, to registry: inout DeviceRegistry,
                               vm: KVMVirtualMachine, logger: Logger) throws(SwiftletError) -> Console {
         let reportFailure: @Sendable (String) -> Void = { message in logger.warning("\(message)") }
         let output: ConsoleOutput?
         let input: ConsoleInputQueue?
+        var virtio: HostConsoleDevice?
         do {
             switch configuration.console {
+            case .virtio:
+                let stdout = try ConsoleOutput(fd: 1, owned: false, name: "standard output", onFailure: reportFailure)
+                let queue = try ConsoleInputQueue()
+                let size = Terminal.outputWindowSize.map { VirtioConsole.WindowSize(columns: $0.columns, rows: $0.rows) }
+                virtio = try HostConsoleDevice(output: stdout, input: queue, windowSize: size)
+                output = stdout
+                input = queue
             case .stdio:
                 output = try ConsoleOutput(fd: 1, owned: false, name: "standard output", onFailure: reportFailure)
                 input = try ConsoleInputQueue()
@@ -195,11 +208,24 @@ extension VirtualMachine {
         } catch {
             throw SwiftletError(.host, error.description)
         }
-        let serial = SharedDevice(Serial16550(irq: irq, output: output ?? DiscardingSink(), input: input ?? NoInput()))
-        output?.onRoom { serial.withLock { $0.outputRoomAvailable() } }
+        // With a virtio console the UART takes no input: it is not the console.
+        var serialInput: any InputSource = NoInput()
+        if virtio == nil, let input { serialInput = input }
+        let serial = SharedDevice(Serial16550(irq: irq, output: output ?? DiscardingSink(), input: serialInput))
+        let outputRoom = virtio?.outputRoom
+        output?.onRoom {
+            serial.withLock { $0.outputRoomAvailable() }
+            outputRoom?.signal()
+        }
         try attach(serial, id: "serial0", kind: .serial16550, bus: .pio, base: UInt64(X86Layout.com1Port),
                    size: Serial16550.windowSize, gsi: X86Layout.com1IRQ, to: &registry)
-        return Console(serial: serial, output: output, input: input)
+        let inputArrived: @Sendable () -> Void
+        if let event = virtio?.inputArrived {
+            inputArrived = { event.signal() }
+        } else {
+            inputArrived = { _ = serial.withLock { $0.receiveInput() } }
+        }
+        return Console(output: output, input: input, virtio: virtio, inputArrived: inputArrived)
     }
 
     /// Attaches the i8042 (reset line), the CMOS RTC, the ACPI power registers, the pvpanic port

@@ -1,10 +1,14 @@
 import SwiftletAllocator
 import SwiftletDispatcher
 
-/// Where the guest's serial console goes.
+/// Where the guest's console goes.
 public enum ConsoleConfiguration: Equatable, Sendable {
     /// Standard output; standard input feeds the guest (raw mode on a terminal).
     case stdio
+    /// Standard output and input through a virtio console (the guest's `hvc0`, with the terminal's
+    /// size if standard output is one). The UART stays, its output going to standard output as
+    /// well (for `earlyprintk=ttyS0`-style use), but it takes no input.
+    case virtio
     /// Nowhere.
     case off
     /// A file, created or truncated.

@@ -26,9 +26,10 @@ public final class VirtualMachine: Sendable {
     private let router: ExitRouter
     private let control: RunControl
     private let events: MachineEventRecorder
-    private let serial: SharedDevice<Serial16550>
     private let consoleOutput: ConsoleOutput?
     private let consoleInput: ConsoleInputQueue?
+    /// Tells the console device (the UART, or the virtio console) that input was queued.
+    private let consoleInputArrived: @Sendable () -> Void
     /// The I/O event loop: virtio queue notifications and device work, on the `swiftlet-io` thread.
     private let ioLoop: EventLoop
     /// How many times ``stop()`` was called: buffered console output is not waited for beyond the
@@ -61,7 +62,7 @@ public final class VirtualMachine: Sendable {
 
         var registry = DeviceRegistry()
         let console = try Self.attachConsole(configuration, to: &registry, vm: vm, logger: logger)
-        (serial, consoleOutput, consoleInput) = (console.serial, console.output, console.input)
+        (consoleOutput, consoleInput, consoleInputArrived) = (console.output, console.input, console.inputArrived)
         try Self.attachLegacyDevices(to: &registry, events: events)
         ioLoop = try Self.makeEventLoop()
         var virtio = VirtioSlots()
@@ -74,6 +75,10 @@ public final class VirtualMachine: Sendable {
             try Self.attachVirtio(HostEntropyDevice(), id: "rng0", to: &registry, slots: &virtio, vm: vm, memory: memory,
                                   loop: ioLoop, inKernelIRQChip: configuration.inKernelIRQChip, logger: logger)
         }
+        if let device = console.virtio {
+            try Self.attachVirtio(device, id: "console0", to: &registry, slots: &virtio, vm: vm, memory: memory,
+                                  loop: ioLoop, inKernelIRQChip: configuration.inKernelIRQChip, logger: logger)
+        }
         try Self.writeACPITables(from: registry, vcpuCount: plan.vcpuCount, memory: memory)
         try Self.setBootRegisters(boot, vcpu: vcpus[0])
         logger.trace("devices attached and ACPI tables written at \(milliseconds(since: startTime)) ms")
@@ -84,7 +89,8 @@ public final class VirtualMachine: Sendable {
         control.attach(vcpus)
     }
 
-    /// Queues console input for the guest's UART, which takes it as its driver reads.
+    /// Queues console input for the guest's console device (the UART, or the virtio console with
+    /// ``ConsoleConfiguration/virtio``), which takes it as its driver reads.
     ///
     /// Never waits for the guest unless `waitForRoom` is set: then, while the queue is full, it
     /// waits until the guest has read some (for piped input, which must not be lost). Without it
@@ -97,7 +103,7 @@ public final class VirtualMachine: Sendable {
         while !rest.isEmpty && !control.isStopping {
             let queued = consoleInput.append(rest)
             rest = rest.dropFirst(queued)
-            if queued > 0 { _ = serial.withLock { $0.receiveInput() } }
+            if queued > 0 { consoleInputArrived() }
             if rest.isEmpty || !waitForRoom { return }
             consoleInput.waitForRoom()
         }

@@ -48,7 +48,10 @@ public struct RunCommand: ParsableCommand {
     public var memory: String = "256M"
 
     /// Where the console goes.
-    @Option(help: ArgumentHelp("Where the serial console goes: stdio, off, or a file path.", valueName: "stdio|off|path"))
+    @Option(help: ArgumentHelp("Where the console goes: stdio (the serial port ttyS0), virtio (stdio through a virtio "
+                               + "console: the guest's hvc0, console=hvc0 in the default command line), off, or a "
+                               + "file path (./virtio for a file named virtio).",
+                               valueName: "stdio|virtio|off|path"))
     public var console: String = "stdio"
 
     /// Attach a virtio entropy device.
@@ -77,7 +80,12 @@ public struct RunCommand: ParsableCommand {
 
     /// The default kernel command line: serial console, only critical kernel messages, reboot on panic through the i8042
     /// (`reboot=k`, as Firecracker does), and no PCI probing (the machine has no PCI bus).
-    public static let defaultCommandLine = "console=ttyS0 quiet loglevel=3 panic=-1 reboot=k pci=off"
+    public static let defaultCommandLine = defaultCommandLine(console: "ttyS0")
+
+    /// The default kernel command line with the console on `console` (`ttyS0`, or `hvc0` for `--console virtio`).
+    static func defaultCommandLine(console: String) -> String {
+        "console=\(console) quiet loglevel=3 panic=-1 reboot=k pci=off"
+    }
 
     public mutating func validate() throws {
         guard cpus >= 1 else { throw ValidationError("--cpus \(cpus): a machine needs at least 1 vCPU") }
@@ -87,7 +95,7 @@ public struct RunCommand: ParsableCommand {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level '\(logLevel)' is not one of trace, debug, info, notice, warning, error, critical")
         }
-        guard !console.isEmpty else { throw ValidationError("--console needs stdio, off or a file path") }
+        guard !console.isEmpty else { throw ValidationError("--console needs stdio, virtio, off or a file path") }
         guard disks.count <= Self.maximumDisks else {
             throw ValidationError("--disk given \(disks.count) times; a machine takes at most \(Self.maximumDisks) disks")
         }
@@ -135,14 +143,16 @@ public struct RunCommand: ParsableCommand {
     public var consoleConfiguration: ConsoleConfiguration {
         switch console {
         case "stdio": return .stdio
+        case "virtio": return .virtio
         case "off": return .off
         default: return .file(console)
         }
     }
 
-    /// The kernel command line: `--cmdline` or the default, plus the encoded command.
+    /// The kernel command line: `--cmdline` or the default (its console `hvc0` with `--console
+    /// virtio`), plus the encoded command.
     public var kernelCommandLine: String {
-        var line = cmdline ?? Self.defaultCommandLine
+        var line = cmdline ?? Self.defaultCommandLine(console: consoleConfiguration == .virtio ? "hvc0" : "ttyS0")
         if !command.isEmpty {
             line += " swiftlet.cmd=" + Data(shellQuote(command).utf8).base64EncodedString()
         }

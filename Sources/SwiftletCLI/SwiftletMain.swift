@@ -80,7 +80,7 @@ public enum SwiftletMain {
         }
         session.attach(machine)
         do {
-            if configuration.console == .stdio {
+            if configuration.console == .stdio || configuration.console == .virtio {
                 if Terminal.standardInputIsTerminal {
                     // Raw mode hands Ctrl-C to the guest; the escape is seen as it is typed because
                     // this thread never waits for the guest (input it does not read is dropped

@@ -20,6 +20,20 @@ public protocol OutputSink: Sendable {
     /// Sends one byte. Returns `false` if the sink was full and dropped it (a sender that ignored
     /// ``room``). Never blocks and never allocates: it runs on a vCPU thread.
     func write(_ byte: UInt8) -> Bool
+    /// Sends bytes from the front of `bytes` while the sink has ``room``; returns how many it took
+    /// (fewer than `bytes.count` once it is full). The default sends them one by one.
+    func write(contentsOf bytes: [UInt8]) -> Int
+}
+
+extension OutputSink {
+    public func write(contentsOf bytes: [UInt8]) -> Int {
+        var sent = 0
+        for byte in bytes {
+            guard room > 0, write(byte) else { break }
+            sent += 1
+        }
+        return sent
+    }
 }
 
 /// Where a device's input bytes come from (a terminal, a pipe), held until the device has room.

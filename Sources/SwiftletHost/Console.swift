@@ -6,13 +6,15 @@ import SwiftletCore
 import Synchronization
 import SystemPackage
 
-/// The guest console's output: a bounded buffer that vCPU threads fill and one writer thread
-/// drains to a file descriptor (standard output, a file, a FIFO, a terminal).
+/// The guest console's output: a bounded buffer that the UART (on vCPU threads) and the virtio
+/// console (on the I/O loop) fill and one writer thread drains to a file descriptor (standard
+/// output, a file, a FIFO, a terminal).
 ///
 /// A vCPU never waits on the host `write`: it only appends to the buffer. When the buffer is
 /// nearly full (the reader is slow or stalled), ``room`` drops below what the UART needs and the
 /// UART holds the guest back; once the writer has made room it calls the ``onRoom(_:)`` hook so
-/// the UART can raise its THR-empty interrupt again. Nothing is lost to a slow reader.
+/// the UART can raise its THR-empty interrupt again (and the virtio console send again). Nothing
+/// is lost to a slow reader.
 ///
 /// If the descriptor fails (`ENOSPC` on `/dev/full`, `EIO`), the failure is reported once through
 /// `onFailure` and from then on output is counted and dropped, without holding the guest back.
@@ -161,6 +163,25 @@ public final class ConsoleOutput: OutputSink, @unchecked Sendable {
         return accepted
     }
 
+    /// Takes bytes from the front of `bytes` up to ``room`` under one lock (the virtio console's
+    /// path; unlike ``write(_:)`` it never uses the slack kept for the UART). After a failure
+    /// everything is taken and counted as dropped.
+    public func write(contentsOf bytes: [UInt8]) -> Int {
+        let (taken, wakeWriter) = core.state.withLock { state -> (Int, Bool) in
+            if state.failed {
+                state.dropped += UInt64(bytes.count)
+                return (bytes.count, false)
+            }
+            let taken = state.ring.append(contentsOf: bytes.prefix(max(0, Self.capacity - state.ring.count)))
+            if state.ring.room - Self.slack < Self.chunk { state.heldBack = true }
+            let wake = taken > 0 && state.writerIdle
+            if wake { state.writerIdle = false }
+            return (taken, wake)
+        }
+        if wakeWriter { core.wake.signal() }
+        return taken
+    }
+
     /// Bytes dropped so far: written while the buffer was full, or after the destination failed.
     public var droppedBytes: UInt64 { core.state.withLock { $0.dropped } }
 
@@ -192,7 +213,8 @@ public final class ConsoleOutput: OutputSink, @unchecked Sendable {
 }
 
 /// Console input waiting for the guest: a bounded queue the standard-input thread fills and the
-/// UART drains (``InputSource``) whenever its receive FIFO has room.
+/// console device drains (``InputSource``): the UART whenever its receive FIFO has room, or the
+/// virtio console whenever the driver has posted receive buffers.
 ///
 /// The filling side never waits on the guest unless it asks to (``waitForRoom()``, for piped
 /// input that must not be lost); a terminal's thread keeps reading, so a console escape typed

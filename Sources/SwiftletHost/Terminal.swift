@@ -40,6 +40,15 @@ public enum Terminal {
         }
     }
 
+    /// The size of the terminal standard output is, as (columns, rows); `nil` when it is not a
+    /// terminal or reports no size (0 × 0).
+    public static var outputWindowSize: (columns: UInt16, rows: UInt16)? {
+        var columns: UInt16 = 0
+        var rows: UInt16 = 0
+        guard unsafe chost_window_size(1, &columns, &rows) == 0, columns > 0, rows > 0 else { return nil }
+        return (columns, rows)
+    }
+
     /// Restores the terminal settings saved by ``enterRawMode()`` (idempotent).
     public static func restore() {
         terminalLock.withLock { entered in

@@ -1,7 +1,8 @@
 /* CSwiftletHost: the thin C layer under SwiftletHost.
  *
  * What Swift cannot reach or must not run inside a signal handler: <sys/epoll.h>, <sys/eventfd.h>,
- * <sys/random.h> (getrandom, which Glibc's module leaves out), fallocate (a GNU extension), thread
+ * <sys/random.h> (getrandom, which Glibc's module leaves out), fallocate (a GNU extension), the
+ * terminal's window size (an ioctl), thread
  * naming, the number of the signal that kicks a vCPU out of KVM_RUN (owned here so that the
  * terminal guard below and the KVM shim agree on it), and the handler that restores the terminal
  * when a signal ends the process. Nothing else lives here. */
@@ -32,3 +33,7 @@ void chost_forget_terminal(void);
 /* Punches a hole of `length` bytes at `offset` in `fd`, keeping the file's size
  * (fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)), retrying EINTR. Returns 0 or -errno. */
 int chost_punch_hole(int fd, long long offset, long long length);
+
+/* The window size of the terminal `fd` is (TIOCGWINSZ) into `columns` and `rows`. Returns 0 or
+ * -errno (-ENOTTY for a descriptor that is not a terminal). */
+int chost_window_size(int fd, unsigned short *_Nonnull columns, unsigned short *_Nonnull rows);

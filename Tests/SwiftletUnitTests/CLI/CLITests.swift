@@ -114,6 +114,26 @@ import SwiftletDispatcher
         #expect(try RunCommand.parse([]).kernelCommandLine == RunCommand.defaultCommandLine)
     }
 
+    @Test func consoleVirtioIsStdioThroughHvc0() throws {
+        let run = try RunCommand.parse(["--console", "virtio", "--", "true"])
+        #expect(run.consoleConfiguration == .virtio)
+        #expect(run.kernelCommandLine == "console=hvc0 quiet loglevel=3 panic=-1 reboot=k pci=off swiftlet.cmd=dHJ1ZQ==")
+        // --cmdline replaces the default whatever the console.
+        #expect(try RunCommand.parse(["--console", "virtio", "--cmdline", "console=ttyS0"]).kernelCommandLine == "console=ttyS0")
+        // Other values are files; ./virtio names a file called virtio.
+        #expect(try RunCommand.parse(["--console", "./virtio"]).consoleConfiguration == .file("./virtio"))
+    }
+
+    @Test func theConsoleValuesAreListedInTheHelpAndTheError() {
+        #expect(SwiftletCommand.helpMessage(for: RunCommand.self).contains("stdio|virtio|off|path"))
+        do {
+            _ = try SwiftletCommand.parseAsRoot(["run", "--console", ""])
+            Issue.record("accepted an empty --console")
+        } catch {
+            #expect(SwiftletCommand.message(for: error) == "--console needs stdio, virtio, off or a file path")
+        }
+    }
+
     @Test func messagesAreOneLineInSwiftletsShape() {
         #expect(MessageLogHandler.line(level: .warning, message: "a\nb") == "swiftlet: warning: a; b\n")
         #expect(MessageLogHandler.line(level: .error, message: "x") == "swiftlet: error: x\n")
