@@ -1,26 +1,26 @@
 // libFuzzer target: a hostile user's command line.
 //
 // The input is split at NUL bytes into arguments (invalid UTF-8 is repaired, as the process's
-// arguments would be); "run" is put in front unless the first byte is 0xff, so most inputs reach
-// `swiftlet run`'s options (--memory sizes, --disk specs, --console, --cpus, the command after --).
-// Parsing and validation must never trap, and a command line that parses must turn into a machine
-// configuration or a usage error, never anything else: no guest is booted, no file is opened (the
-// default guest directory does not exist, so `machineConfiguration` stops at its check, after the
-// option parsers). Every argument is also given to ByteSize and the --disk parser directly.
-// Built by scripts/fuzz with -sanitize=fuzzer; a plain build replays the corpus (in CI).
+// arguments would be). Every argument goes to the option-value parsers Swiftlet wrote itself
+// (ByteSize for --memory, the --disk spec), which must never trap and must only return values
+// that hold their invariants. An input whose first byte is 0xff is instead a whole `swiftlet`
+// command line (without the program name) for swift-argument-parser and RunCommand's validation
+// and `machineConfiguration`, which must end in a configuration or one usage line, never anything
+// else: no guest is booted and no file is opened (the default guest directory does not exist, so
+// it stops at that check, after the option parsers). That path is about 100 times slower, so the
+// fuzzer reaches it only when it keeps the prefix. Built by scripts/fuzz with -sanitize=fuzzer; a
+// plain build replays the corpus (in CI).
 import FuzzSupport
 import Swiftlet
 import SwiftletCLI
 
 func exercise(_ input: [UInt8]) {
-    var arguments = input.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
-    if input.first == 0xff { arguments.removeFirst() } else { arguments.insert("run", at: 0) }
-    for (index, argument) in arguments.enumerated() {
-        if let bytes = ByteSize.parse(argument) { precondition(bytes > 0 || argument.first == "0", "a size from nothing") }
-        if let disk = try? RunCommand.parseDisk(argument, index: index) {
-            precondition(!disk.path.isEmpty && !disk.path.contains(","), "a disk path with a comma or none")
-            precondition((1...20).contains(disk.id.utf8.count), "a disk id the guest cannot read back")
-        }
+    let wholeCommandLine = input.first == 0xff
+    let arguments = input.dropFirst(wholeCommandLine ? 1 : 0).split(separator: 0, omittingEmptySubsequences: false)
+        .map { String(decoding: $0, as: UTF8.self) }
+    guard wholeCommandLine else {
+        parseValues(arguments)
+        return
     }
     guard let command = try? SwiftletCommand.parseAsRoot(arguments), let run = command as? RunCommand else { return }
     do {
@@ -28,6 +28,17 @@ func exercise(_ input: [UInt8]) {
     } catch {
         precondition(error.kind == .usage && !error.message.isEmpty && !error.message.contains("\n"),
                      "a configuration error that is not one usage line")
+    }
+}
+
+/// Gives every argument to Swiftlet's own option-value parsers.
+func parseValues(_ arguments: [String]) {
+    for (index, argument) in arguments.enumerated() {
+        if let bytes = ByteSize.parse(argument) { precondition(bytes > 0 || argument.first == "0", "a size from nothing") }
+        if let disk = try? RunCommand.parseDisk(argument, index: index) {
+            precondition(!disk.path.isEmpty && !disk.path.contains(","), "a disk path with a comma or none")
+            precondition((1...20).contains(disk.id.utf8.count), "a disk id the guest cannot read back")
+        }
     }
 }
 
