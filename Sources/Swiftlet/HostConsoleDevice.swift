@@ -4,11 +4,11 @@ import SwiftletVirtio
 
 /// The virtio console over the machine's console buffers: output into the same ``ConsoleOutput``
 /// (and so the same writer thread) as the UART's, input from the same ``ConsoleInputQueue`` the
-/// standard-input thread fills.
+/// standard-input reader fills (on the event loop).
 ///
 /// Both buffers are filled or drained by other threads, which wake the device on the event loop
 /// through two eventfds it watches while active: ``outputRoom`` (the console's writer made room
-/// after the device stopped on a full buffer) and ``inputArrived`` (the standard-input thread
+/// after the device stopped on a full buffer) and ``inputArrived`` (the standard-input reader
 /// queued bytes). Nothing here blocks: the device only moves what the buffers take or hold.
 struct HostConsoleDevice: VirtioQueueServer {
     /// The watched descriptors' tags.

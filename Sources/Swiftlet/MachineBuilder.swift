@@ -245,10 +245,10 @@ extension VirtualMachine {
                    base: X86Layout.controlPageAddress, size: GuestControlPage.windowSize, to: &registry)
     }
 
-    /// Creates the I/O event loop the virtio devices' workers run on.
-    static func makeEventLoop() throws(SwiftletError) -> EventLoop {
+    /// Creates the I/O event loop the virtio devices' workers run on (started by ``run()``).
+    static func makeIOThread() throws(SwiftletError) -> EventLoopThread {
         do {
-            return try EventLoop()
+            return try EventLoopThread()
         } catch {
             throw SwiftletError(.host, error.description)
         }

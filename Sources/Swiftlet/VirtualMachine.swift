@@ -31,7 +31,7 @@ public final class VirtualMachine: Sendable {
     /// Tells the console device (the UART, or the virtio console) that input was queued.
     private let consoleInputArrived: @Sendable () -> Void
     /// The I/O event loop: virtio queue notifications and device work, on the `swiftlet-io` thread.
-    private let ioLoop: EventLoop
+    private let io: EventLoopThread
     /// How many times ``stop()`` was called: buffered console output is not waited for beyond the
     /// grace a stop request gets.
     private let stopRequests = Atomic<Int>(0)
@@ -39,11 +39,15 @@ public final class VirtualMachine: Sendable {
 
     /// Builds the machine described by `configuration`.
     ///
-    /// - Parameter startTime: when Swiftlet started, for the boot-complete timer.
+    /// - Parameters:
+    ///   - startTime: when Swiftlet started, for the boot-complete timer.
+    ///   - io: the I/O event loop to run the devices on, which may already be running (Swiftlet's
+    ///     CLI starts it first, for the termination signals and standard input); by default the
+    ///     machine makes its own. ``run()`` starts it if needed and stops it when the machine stops.
     /// - Throws: ``SwiftletError`` with kind `.usage` for bad input (kernel, initrd, sizes, console
     ///   file, no `/dev/kvm`) and `.host` for host failures.
     public init(configuration: MachineConfiguration, logger: Logger,
-                startTime: ContinuousClock.Instant = .now) throws(SwiftletError) {
+                startTime: ContinuousClock.Instant = .now, io: EventLoopThread? = nil) throws(SwiftletError) {
         self.logger = logger
         self.startTime = startTime
         let kvm = try Self.openHypervisor(at: configuration.kvmPath)
@@ -64,7 +68,8 @@ public final class VirtualMachine: Sendable {
         let console = try Self.attachConsole(configuration, to: &registry, vm: vm, logger: logger)
         (consoleOutput, consoleInput, consoleInputArrived) = (console.output, console.input, console.inputArrived)
         try Self.attachLegacyDevices(to: &registry, events: events)
-        ioLoop = try Self.makeEventLoop()
+        if let io { self.io = io } else { self.io = try Self.makeIOThread() }
+        let ioLoop = self.io.loop
         var virtio = VirtioSlots()
         for (backend, id) in disks {
             try Self.attachVirtio(HostBlockDevice(backend: backend, serial: id), id: "virtio-blk-\(id)", to: &registry,
@@ -90,24 +95,20 @@ public final class VirtualMachine: Sendable {
     }
 
     /// Queues console input for the guest's console device (the UART, or the virtio console with
-    /// ``ConsoleConfiguration/virtio``), which takes it as its driver reads.
-    ///
-    /// Never waits for the guest unless `waitForRoom` is set: then, while the queue is full, it
-    /// waits until the guest has read some (for piped input, which must not be lost). Without it
-    /// input beyond the queue's capacity (64 KiB) is dropped, as a real line overruns; a terminal's
-    /// reader uses that, so that the console escape is seen whatever the guest does. Returns
-    /// early if the machine stops.
-    public func sendConsoleInput(_ bytes: [UInt8], waitForRoom: Bool) {
-        guard let consoleInput else { return }
-        var rest = bytes[...]
-        while !rest.isEmpty && !control.isStopping {
-            let queued = consoleInput.append(rest)
-            rest = rest.dropFirst(queued)
-            if queued > 0 { consoleInputArrived() }
-            if rest.isEmpty || !waitForRoom { return }
-            consoleInput.waitForRoom()
-        }
+    /// ``ConsoleConfiguration/virtio``), which takes it as its driver reads; returns how many bytes
+    /// fit (all of them once the machine is stopping, or without a console: they go nowhere).
+    /// Never waits: after a short count, ``consoleInputRoom`` is signalled when the guest has
+    /// taken input.
+    public func offerConsoleInput(_ bytes: [UInt8]) -> Int {
+        guard let consoleInput, !control.isStopping else { return bytes.count }
+        let queued = consoleInput.append(bytes)
+        if queued > 0 { consoleInputArrived() }
+        return queued
     }
+
+    /// Signalled when the guest takes console input after an ``offerConsoleInput(_:)`` that did
+    /// not fit; `nil` without console input.
+    public var consoleInputRoom: EventFD? { consoleInput?.room }
 
     /// Asks the machine to stop; ``run()`` then returns with ``StopReason/requested``, waiting at
     /// most a second for buffered console output (none if the machine had already stopped).
@@ -119,16 +120,15 @@ public final class VirtualMachine: Sendable {
     /// Runs the machine on one OS thread per vCPU until it stops, and reports how it ended.
     public func run() -> RunOutcome {
         logger.debug("starting \(vcpus.count) vCPU thread(s) \(milliseconds(since: startTime)) ms after Swiftlet started")
-        let loop = ioLoop
-        let io: OSThread?
+        var ioRunning = true
         do {
-            io = try OSThread(name: "swiftlet-io") { loop.run() }
+            try io.start()
         } catch {
             control.stop(.hostError("\(error)"))
-            io = nil
+            ioRunning = false
         }
         var threads: [OSThread] = []
-        for vcpu in vcpus where io != nil {
+        for vcpu in vcpus where ioRunning {
             let loop = VCPULoop(vcpu: vcpu, router: router, control: control)
             let control = self.control
             let logger = self.logger
@@ -149,8 +149,7 @@ public final class VirtualMachine: Sendable {
             }
         }
         for thread in threads { thread.join() }
-        ioLoop.stop()
-        io?.join()
+        io.stop()
         if let consoleOutput {
             // Deliver what the guest printed: all of it after the guest ended the machine, for a
             // second at most after the stop request that ended it, and no longer once stop() is

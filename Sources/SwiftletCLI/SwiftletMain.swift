@@ -30,8 +30,11 @@ public enum SwiftletMain {
     public static func run(arguments: [String], startTime: ContinuousClock.Instant) -> Int32 {
         TerminationSignals.block()
         let session = Session()
+        let io: EventLoopThread
         do {
-            try TerminationSignals.handle { session.terminate(by: $0) }
+            io = try EventLoopThread()
+            try TerminationSignals.watch(on: io.loop) { session.terminate(by: $0) }
+            try io.start()
         } catch {
             printError(error.description)
             return failure
@@ -57,14 +60,15 @@ public enum SwiftletMain {
             printError(SwiftletCommand.message(for: error))
             return usageError
         }
-        return execute(command, session: session, startTime: startTime)
+        return execute(command, session: session, io: io, startTime: startTime)
     }
 
     static func printError(_ message: String) {
         StandardError.write(MessageLogHandler.line(level: .error, message: message))
     }
 
-    static func execute(_ command: RunCommand, session: Session, startTime: ContinuousClock.Instant) -> Int32 {
+    static func execute(_ command: RunCommand, session: Session, io: EventLoopThread,
+                        startTime: ContinuousClock.Instant) -> Int32 {
         let level = Logger.Level(rawValue: command.logLevel) ?? .warning
         let logger = Logger(label: "swiftlet") { _ in MessageLogHandler(logLevel: level) }
         var environment: [String: String] = [:]
@@ -73,34 +77,29 @@ public enum SwiftletMain {
         let configuration: MachineConfiguration
         do {
             configuration = try command.machineConfiguration(environment: environment)
-            machine = try VirtualMachine(configuration: configuration, logger: logger, startTime: startTime)
+            machine = try VirtualMachine(configuration: configuration, logger: logger, startTime: startTime, io: io)
         } catch {
             printError(error.message)
             return error.kind == .usage ? usageError : failure
         }
         session.attach(machine)
-        do {
-            if configuration.console == .stdio || configuration.console == .virtio {
-                if Terminal.standardInputIsTerminal {
-                    // Raw mode hands Ctrl-C to the guest; the escape is seen as it is typed because
-                    // this thread never waits for the guest (input it does not read is dropped
-                    // beyond 64 KiB, as on a real line).
-                    Terminal.enterRawMode()
-                    let escape = Mutex(ConsoleEscape())
-                    try StandardInputPump.start { bytes in
-                        let (forward, quit) = escape.withLock { $0.filter(bytes) }
-                        machine.sendConsoleInput(forward, waitForRoom: false)
-                        if quit { machine.stop() }
-                    }
-                } else {
-                    // Piped input is never dropped: the reader waits while the guest's queue is full.
-                    try StandardInputPump.start { bytes in machine.sendConsoleInput(bytes, waitForRoom: true) }
+        if configuration.console == .stdio || configuration.console == .virtio, let room = machine.consoleInputRoom {
+            if Terminal.standardInputIsTerminal {
+                // Raw mode hands Ctrl-C to the guest; the escape is seen as it is typed because
+                // the reader never waits for the guest (input it does not read is dropped beyond
+                // 64 KiB, as on a real line).
+                Terminal.enterRawMode()
+                let escape = Mutex(ConsoleEscape())
+                StandardInputReader.start(on: io.loop, room: room) { bytes in
+                    let (forward, quit) = escape.withLock { $0.filter(bytes) }
+                    _ = machine.offerConsoleInput(forward)
+                    if quit { machine.stop() }
+                    return bytes.count
                 }
+            } else {
+                // Piped input is never dropped: the reader stops reading while the guest's queue is full.
+                StandardInputReader.start(on: io.loop, room: room) { bytes in machine.offerConsoleInput(bytes) }
             }
-        } catch {
-            Terminal.restore()
-            printError(error.description)
-            return failure
         }
         let outcome = machine.run()
         Terminal.restore()
@@ -137,7 +136,7 @@ final class Session: Sendable {
     /// The last termination signal received.
     var signal: Int32? { state.withLock { $0.signal } }
 
-    /// Answers a termination signal (on the signal thread).
+    /// Answers a termination signal (on the I/O loop's thread).
     func terminate(by signal: Int32) {
         let machine = state.withLock { state -> VirtualMachine? in
             state.signal = signal

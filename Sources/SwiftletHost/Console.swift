@@ -212,24 +212,27 @@ public final class ConsoleOutput: OutputSink, @unchecked Sendable {
     }
 }
 
-/// Console input waiting for the guest: a bounded queue the standard-input thread fills and the
+/// Console input waiting for the guest: a bounded queue the standard-input reader fills and the
 /// console device drains (``InputSource``): the UART whenever its receive FIFO has room, or the
 /// virtio console whenever the driver has posted receive buffers.
 ///
-/// The filling side never waits on the guest unless it asks to (``waitForRoom()``, for piped
-/// input that must not be lost); a terminal's thread keeps reading, so a console escape typed
-/// after unread input is still seen.
+/// The filling side never waits on the guest: an ``append(_:)`` that did not fit is answered,
+/// once the guest has taken input, by a signal on ``room`` (piped input waits for it on the event
+/// loop, so none is lost); a terminal's reader drops what does not fit and keeps reading, so a
+/// console escape typed after unread input is still seen.
 public final class ConsoleInputQueue: InputSource, @unchecked Sendable {
     /// The bytes the queue holds.
     public static let capacity = 64 << 10
 
     private let state = HostLock((ring: ByteRing(capacity: ConsoleInputQueue.capacity), senderWaiting: false))
     private let pending = Atomic<Int>(0)
-    private let room: EventFD
+    /// Signalled when the guest takes input after an ``append(_:)`` that did not fit (non-blocking;
+    /// watch it for readability and `take()` it).
+    public let room: EventFD
 
     /// Creates an empty queue.
     public init() throws(HostError) {
-        room = try EventFD()
+        room = try EventFD(nonBlocking: true)
     }
 
     public var isEmpty: Bool { pending.load(ordering: .acquiring) == 0 }
@@ -256,6 +259,4 @@ public final class ConsoleInputQueue: InputSource, @unchecked Sendable {
         }
     }
 
-    /// Blocks until the guest has taken input since the last ``append(_:)`` that did not fit.
-    public func waitForRoom() { room.wait() }
 }

@@ -163,3 +163,38 @@ public final class EventLoop: @unchecked Sendable {
         }
     }
 }
+
+/// An ``EventLoop`` running on its own OS thread (Swiftlet's `swiftlet-io`), from ``start()`` until
+/// ``stop()``. Add the sources it needs from the start (the signalfd) before ``start()``; after
+/// that only through the loop (``EventLoop/execute(_:)``).
+public final class EventLoopThread: Sendable {
+    /// The loop.
+    public let loop: EventLoop
+    private let name: String
+    private let thread = HostLock<(OSThread?, stopped: Bool)>((nil, false))
+
+    /// A loop that does not run yet; its thread will be named `name`.
+    public init(name: String = "swiftlet-io") throws(HostError) {
+        loop = try EventLoop()
+        self.name = name
+    }
+
+    /// Starts the loop's thread (once; later calls, and calls after ``stop()``, do nothing).
+    /// Call from the thread that owns this object.
+    public func start() throws(HostError) {
+        guard thread.withLock({ $0.0 == nil && !$0.stopped }) else { return }
+        let loop = self.loop
+        let started = try OSThread(name: name) { loop.run() }
+        thread.withLock { $0.0 = started }
+    }
+
+    /// Stops the loop after the handler it is running and waits for its thread (once).
+    public func stop() {
+        let running = thread.withLock { state -> OSThread? in
+            defer { state = (nil, true) }
+            return state.0
+        }
+        loop.stop()
+        running?.join()
+    }
+}

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CSwiftletHost
 import SwiftletCore
 import SystemPackage
 
@@ -117,24 +118,114 @@ public enum ConsoleFile {
     }
 }
 
-/// Reads standard input on its own thread and hands each chunk to `deliver`, which may block
-/// to apply back-pressure. Stops at end of file or on an error (it never spins).
-public enum StandardInputPump {
-    /// Starts the pump.
-    public static func start(deliver: @escaping @Sendable ([UInt8]) -> Void) throws(HostError) {
-        try OSThread.detached(name: "swiftlet-stdin") {
-            var buffer = [UInt8](repeating: 0, count: 256)
-            while true {
-                let count = unsafe buffer.withUnsafeMutableBytes { unsafe read(0, $0.baseAddress!, $0.count) }
-                if count > 0 {
-                    deliver(Array(buffer[0..<count]))
-                } else if count < 0 && errno == EINTR {
-                    continue
-                } else {
-                    return
-                }
-            }
+/// Standard input read on the I/O event loop and handed to the guest console.
+///
+/// - A pipe, a socket or a terminal is watched for readiness; a regular file or a device epoll
+///   cannot watch (`/dev/null`) is read in turns with the loop's other work. Each read takes at
+///   most what `FIONREAD` says is waiting (and at most 4 KiB), so the loop never blocks even on a
+///   descriptor shared with another reader.
+/// - `deliver` returns how many of the bytes the consumer took. What it did not take is kept, and
+///   standard input is not read again until `room` is signalled (the consumer took input): piped
+///   input is never lost and never buffered beyond the consumer's own bound. A consumer that
+///   drops instead (a terminal's, so that the console escape is always seen) returns the full count.
+/// - End of file or a read error ends the reading; the guest keeps running.
+/// Every method after ``start(on:room:deliver:)`` runs on the loop thread.
+public final class StandardInputReader: @unchecked Sendable {
+    private static let chunk = 4096
+    private let loop: EventLoop
+    private let room: EventFD
+    private let deliver: ([UInt8]) -> Int
+    private var pending: [UInt8] = []
+    private var inputToken: EventLoop.Token?
+    private var roomToken: EventLoop.Token?
+    private var pollable = true
+    private var ended = false
+
+    private init(loop: EventLoop, room: EventFD, deliver: @escaping ([UInt8]) -> Int) {
+        self.loop = loop
+        self.room = room
+        self.deliver = deliver
+    }
+
+    /// Starts reading standard input on `loop` (a running loop: the reader registers itself there).
+    public static func start(on loop: EventLoop, room: EventFD, deliver: @escaping @Sendable ([UInt8]) -> Int) {
+        let reader = StandardInputReader(loop: loop, room: room, deliver: deliver)
+        loop.execute { reader.resume() }
+    }
+
+    /// Hands over what is pending, then reads again (or waits for room).
+    private func resume() {
+        guard !ended else { return }
+        if !pending.isEmpty {
+            pending.removeFirst(min(pending.count, deliver(pending)))
+            guard pending.isEmpty else { return waitForRoom() }
         }
+        if let roomToken {
+            loop.remove(roomToken)
+            self.roomToken = nil
+        }
+        guard pollable else { return loop.execute { self.readOnce() } }
+        guard inputToken == nil else { return }
+        do {
+            inputToken = try loop.watch(0, for: .readable) { [self] readiness in
+                readOnce(closed: readiness.contains(.closed))
+                return .keep
+            }
+        } catch {
+            pollable = false             // EPERM: a regular file or /dev/null, always "ready"
+            loop.execute { self.readOnce() }
+        }
+    }
+
+    /// One read of what is waiting, delivered. `closed`: the loop reported a hang-up or an error.
+    private func readOnce(closed: Bool = false) {
+        guard !ended, pending.isEmpty else { return }
+        let waiting = chost_readable_bytes(0)
+        if waiting == 0 {
+            // Nothing to read: the end of a file, a pipe whose writers are gone or a terminal's
+            // hang-up; otherwise another reader took the bytes first and a read would block.
+            if closed || !pollable { end() }
+            return
+        }
+        // A descriptor FIONREAD does not know (/dev/null) is read a chunk at a time.
+        var buffer = [UInt8](repeating: 0, count: waiting > 0 ? min(Int(waiting), Self.chunk) : Self.chunk)
+        let count = unsafe buffer.withUnsafeMutableBytes { unsafe read(0, $0.baseAddress!, $0.count) }
+        if count < 0 && (errno == EINTR || errno == EAGAIN) { return }
+        guard count > 0 else { return end() }
+        buffer.removeLast(buffer.count - count)
+        let taken = deliver(buffer)
+        if taken < buffer.count {
+            pending = Array(buffer[taken...])
+            if let inputToken {
+                loop.remove(inputToken)
+                self.inputToken = nil
+            }
+            waitForRoom()
+        } else if !pollable {
+            loop.execute { self.readOnce() }
+        }
+    }
+
+    /// Waits for the consumer to take input before reading more.
+    private func waitForRoom() {
+        guard roomToken == nil else { return }
+        do {
+            roomToken = try loop.watch(room.fd, for: .readable) { [self] _ in
+                _ = room.take()
+                resume()
+                return .keep
+            }
+        } catch {
+            end()
+        }
+    }
+
+    private func end() {
+        ended = true
+        if let inputToken { loop.remove(inputToken) }
+        if let roomToken { loop.remove(roomToken) }
+        inputToken = nil
+        roomToken = nil
     }
 }
 

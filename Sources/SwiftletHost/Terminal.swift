@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CSwiftletHost
 import Synchronization
+import SystemPackage
 
 /// The terminal settings to restore at exit, if raw mode was entered.
 nonisolated(unsafe) private var savedTerminal: termios?
@@ -60,8 +61,9 @@ public enum Terminal {
     }
 }
 
-/// Termination signals (SIGINT, SIGTERM, SIGHUP) handled on a dedicated thread with `sigwait`,
-/// so no async-signal-unsafe code runs in a handler.
+/// Termination signals (SIGINT, SIGTERM, SIGHUP), blocked in every thread and read from a
+/// signalfd on the I/O event loop, so no async-signal-unsafe code runs in a handler and no thread
+/// waits for them alone.
 public enum TerminationSignals {
     private static func set() -> sigset_t {
         var signals = sigset_t()
@@ -71,22 +73,32 @@ public enum TerminationSignals {
     }
 
     /// Blocks the termination signals in the calling thread and every thread it starts later.
-    /// Call first thing in `main`, then ``handle(_:)`` at once, so that a signal is answered at
-    /// every stage. Also ignores SIGPIPE (a closed output is handled as an error).
+    /// Call first thing in `main`, then ``watch(on:_:)`` before the loop runs, so that a signal is
+    /// answered at every stage (one that comes in between waits, pending, for the loop). Also
+    /// ignores SIGPIPE (a closed output is handled as an error).
     public static func block() {
         var signals = set()
         _ = unsafe pthread_sigmask(SIG_BLOCK, &signals, nil)
         _ = signal(SIGPIPE, SIG_IGN)
     }
 
-    /// Starts a thread that calls `handler` with each termination signal received.
-    public static func handle(_ handler: @escaping @Sendable (Int32) -> Void) throws(HostError) {
-        try OSThread.detached(name: "swiftlet-signals") {
-            var signals = set()
-            while true {
-                var received: Int32 = 0
-                if unsafe sigwait(&signals, &received) == 0 { handler(received) }
+    /// Calls `handler` on `loop`'s thread with each termination signal received. Call before the
+    /// loop runs (sources are added on its thread or before it starts).
+    public static func watch(on loop: EventLoop, _ handler: @escaping @Sendable (Int32) -> Void) throws(HostError) {
+        let fd = chost_termination_signalfd()
+        guard fd >= 0 else { throw HostError("creating the signalfd for SIGINT, SIGTERM and SIGHUP", Errno(rawValue: -fd)) }
+        do {
+            try loop.watch(fd, for: .readable) { _ in
+                while true {
+                    let signal = chost_signalfd_next(fd)
+                    guard signal > 0 else { break }
+                    handler(signal)
+                }
+                return .keep
             }
+        } catch {
+            close(fd)
+            throw error
         }
     }
 

@@ -91,3 +91,21 @@ def counted_lines(line: bytes, count: int) -> bytes:
     rel = loop - (len(code) + 6)
     code += b"\x0f\x85" + struct.pack("<i", rel)       # jnz loop
     return code + power_off()
+
+
+def echo_bytes(count: int) -> bytes:
+    """Opens COM1 as a driver does (IER.ERBFI and MCR.OUT2 set, interrupts off in the CPU), reads
+    `count` bytes (waiting for LSR.DR before each) and writes each back (waiting for THRE), then
+    powers off: console input must arrive whole and in order."""
+    assert 0 < count < 2**31
+    code = CLI + mov_dx(COM1 + 1) + mov_al(0x01) + OUT_DX_AL + mov_dx(COM1 + 4) + mov_al(0x08) + OUT_DX_AL
+    code += b"\xb9" + struct.pack("<I", count)         # mov ecx, count
+    loop = len(code)
+    code += mov_dx(COM1 + 5) + IN_AL_DX + b"\xa8\x01\x74\xfb"   # in al,dx; test al,1 (DR); jz back to in
+    code += mov_dx(COM1) + IN_AL_DX + b"\x88\xc3"                # in al,dx; mov bl,al
+    code += mov_dx(COM1 + 5) + IN_AL_DX + b"\xa8\x20\x74\xfb"   # wait for THRE
+    code += mov_dx(COM1) + b"\x88\xd8" + OUT_DX_AL               # mov al,bl; out dx,al
+    code += b"\x49"                                    # dec ecx
+    rel = loop - (len(code) + 6)
+    code += b"\x0f\x85" + struct.pack("<i", rel)       # jnz loop
+    return code + power_off()

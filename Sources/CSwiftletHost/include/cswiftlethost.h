@@ -2,7 +2,7 @@
  *
  * What Swift cannot reach or must not run inside a signal handler: <sys/epoll.h>, <sys/eventfd.h>,
  * <sys/random.h> (getrandom, which Glibc's module leaves out), fallocate (a GNU extension), the
- * terminal's window size (an ioctl), thread
+ * terminal's window size and the bytes waiting on a descriptor (ioctls), signalfd, thread
  * naming, the number of the signal that kicks a vCPU out of KVM_RUN (owned here so that the
  * terminal guard below and the KVM shim agree on it), and the handler that restores the terminal
  * when a signal ends the process. Nothing else lives here. */
@@ -37,3 +37,13 @@ int chost_punch_hole(int fd, long long offset, long long length);
 /* The window size of the terminal `fd` is (TIOCGWINSZ) into `columns` and `rows`. Returns 0 or
  * -errno (-ENOTTY for a descriptor that is not a terminal). */
 int chost_window_size(int fd, unsigned short *_Nonnull columns, unsigned short *_Nonnull rows);
+
+/* A signalfd (non-blocking, close-on-exec) for SIGINT, SIGTERM and SIGHUP, which the caller keeps
+ * blocked in every thread. Returns the descriptor or -errno. */
+int chost_termination_signalfd(void);
+/* The next signal queued on a signalfd: its number, 0 when none is waiting, or -errno. */
+int chost_signalfd_next(int fd);
+
+/* How many bytes can be read from `fd` now without waiting (FIONREAD: a pipe, a socket, a
+ * terminal, a regular file's remainder). Returns the count or -errno. */
+int chost_readable_bytes(int fd);

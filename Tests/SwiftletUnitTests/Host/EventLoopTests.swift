@@ -69,6 +69,22 @@ import SwiftletHost
         #expect(order.withLock { $0 } == Array(0..<100))
     }
 
+    @Test func aLoopThreadRunsWorkFromStartToStopAndStartsAndStopsOnce() throws {
+        let io = try EventLoopThread(name: "test-io")
+        let ran = try EventFD()
+        try io.start()
+        try io.start()                                   // no second thread
+        io.loop.execute {
+            #expect(io.loop.isLoopThread)
+            ran.signal()
+        }
+        ran.wait()
+        io.stop()
+        io.stop()                                        // no second join
+        try io.start()                                   // stopped for good
+        #expect(!io.loop.isLoopThread)
+    }
+
     @Test func aRemovedSourceIsNotCalledAgain() throws {
         let loop = try EventLoop()
         let pipe = try Pipe()
