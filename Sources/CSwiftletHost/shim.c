@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -91,4 +92,12 @@ int chost_punch_hole(int fd, long long offset, long long length) {
         if (errno != EINTR) return -errno;
     }
     return 0;
+}
+
+int chost_accept_nonblocking(int fd) {
+    int client;
+    do {
+        client = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    } while (client < 0 && errno == EINTR);
+    return client >= 0 ? client : -errno;
 }

@@ -32,3 +32,7 @@ void chost_forget_terminal(void);
 /* Punches a hole of `length` bytes at `offset` in `fd`, keeping the file's size
  * (fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)), retrying EINTR. Returns 0 or -errno. */
 int chost_punch_hole(int fd, long long offset, long long length);
+
+/* Accepts one connection on the listening socket `fd` as a non-blocking, close-on-exec stream
+ * (accept4, a GNU extension), retrying EINTR. Returns the descriptor or -errno. */
+int chost_accept_nonblocking(int fd);
