@@ -40,4 +40,15 @@ enum ChainBytes {
         for index in 0..<MemoryLayout<T>.size { value |= T(bytes[offset + index]) << (8 * index) }
         return value
     }
+
+    /// Writes `bytes` over the first `bytes.count` bytes of the concatenation of `ranges` (all of
+    /// them must be there).
+    static func scatter(_ bytes: [UInt8], into ranges: [GuestRange], memory: GuestMemory) throws(GuestMemoryError) {
+        var offset = 0
+        for range in slice(ranges, from: 0, count: UInt64(bytes.count)) {
+            try memory.write(bytes[offset..<offset + Int(range.size)], at: range.start)
+            offset += Int(range.size)
+        }
+        guard offset == bytes.count else { throw .outOfRange(address: ranges.first?.start ?? GuestAddress(0), count: UInt64(bytes.count)) }
+    }
 }
