@@ -72,6 +72,8 @@ let package = Package(
                           path: "Fuzz/SplitQueue"),
         .executableTarget(name: "FuzzVirtioBlock", dependencies: ["FuzzSupport", "SwiftletMemory", "SwiftletVirtio"],
                           path: "Fuzz/VirtioBlock"),
+        .executableTarget(name: "FuzzVirtioVsock", dependencies: ["FuzzSupport", "SwiftletMemory", "SwiftletVirtio"],
+                          path: "Fuzz/VirtioVsock"),
 
         // Unit tests: no /dev/kvm needed.
         .testTarget(name: "SwiftletUnitTests", dependencies: [
