@@ -76,6 +76,8 @@ let package = Package(
                           path: "Fuzz/CommandLine"),
         .executableTarget(name: "FuzzVirtioConsole", dependencies: ["FuzzSupport", "SwiftletCore", "SwiftletMemory", "SwiftletVirtio"],
                           path: "Fuzz/VirtioConsole"),
+        .executableTarget(name: "FuzzVirtioVsock", dependencies: ["FuzzSupport", "SwiftletMemory", "SwiftletVirtio"],
+                          path: "Fuzz/VirtioVsock"),
 
         // Unit tests: no /dev/kvm needed.
         .testTarget(name: "SwiftletUnitTests", dependencies: [

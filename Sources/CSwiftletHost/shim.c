@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -128,4 +129,12 @@ int chost_readable_bytes(int fd) {
     int count = 0;
     if (ioctl(fd, FIONREAD, &count) != 0) return -errno;
     return count;
+}
+
+int chost_accept_nonblocking(int fd) {
+    int client;
+    do {
+        client = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    } while (client < 0 && errno == EINTR);
+    return client >= 0 ? client : -errno;
 }

@@ -143,6 +143,20 @@ extension VirtualMachine {
         return opened
     }
 
+    /// Listens on the vsock device's Unix socket, before anything else is created (the console
+    /// file), so a path in use leaves nothing behind; a stale socket file is replaced.
+    static func openVsockSocket(_ configuration: MachineConfiguration) throws(SwiftletError) -> UnixListener? {
+        guard let vsock = configuration.vsock else { return nil }
+        guard vsock.cid >= 3, vsock.cid != UInt32.max else {
+            throw SwiftletError(.usage, "vsock CID \(vsock.cid) is reserved; use a CID from 3 to 4294967294")
+        }
+        do {
+            return try UnixListener(path: vsock.socketPath)
+        } catch {
+            throw SwiftletError(.usage, "vsock: \(error)")
+        }
+    }
+
     /// The console's host-side output buffer and input queue, the virtio console (attached later,
     /// with the other virtio devices) if it is the console, and what tells the console device
     /// (the UART or the virtio console) that input was queued.

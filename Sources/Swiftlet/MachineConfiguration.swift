@@ -32,6 +32,21 @@ public struct DiskConfiguration: Equatable, Sendable {
     }
 }
 
+/// A virtio socket device in Firecracker's hybrid model.
+public struct VsockConfiguration: Equatable, Sendable {
+    /// The guest's CID (3 or more; 0–2 are reserved).
+    public var cid: UInt32
+    /// The Unix socket host clients connect to (`CONNECT <port>\n`); guest connections to host
+    /// port P reach `<socketPath>_<P>`.
+    public var socketPath: String
+
+    /// Describes a vsock device.
+    public init(cid: UInt32, socketPath: String) {
+        self.cid = cid
+        self.socketPath = socketPath
+    }
+}
+
 /// Everything needed to build and boot one microVM.
 public struct MachineConfiguration: Equatable, Sendable {
     /// The kernel: a bzImage or an ELF vmlinux with a PVH note.
@@ -50,6 +65,8 @@ public struct MachineConfiguration: Equatable, Sendable {
     public var entropy: Bool
     /// Disks, attached in order as virtio block devices (the guest's `vda`, `vdb`, …).
     public var disks: [DiskConfiguration]
+    /// A vsock device, if any.
+    public var vsock: VsockConfiguration?
     /// Hide KVM's paravirtual CPUID features (for tiny test guests that must not `vmcall`).
     public var hideParavirtFeatures: Bool
     /// Create the in-kernel irqchip and PIT (off only for tiny test guests that exit with `hlt`).
@@ -60,7 +77,8 @@ public struct MachineConfiguration: Equatable, Sendable {
     /// Creates a configuration with Swiftlet's defaults: 1 vCPU, 256 MiB, console on stdio, no virtio devices.
     public init(kernelPath: String, initrdPath: String? = nil, commandLine: String = "",
                 vcpuCount: Int = 1, memorySize: UInt64 = 256 << 20, console: ConsoleConfiguration = .stdio,
-                entropy: Bool = false, disks: [DiskConfiguration] = [], hideParavirtFeatures: Bool = false, inKernelIRQChip: Bool = true,
+                entropy: Bool = false, disks: [DiskConfiguration] = [], vsock: VsockConfiguration? = nil,
+                hideParavirtFeatures: Bool = false, inKernelIRQChip: Bool = true,
                 kvmPath: String = "/dev/kvm") {
         self.kernelPath = kernelPath
         self.initrdPath = initrdPath
@@ -70,6 +88,7 @@ public struct MachineConfiguration: Equatable, Sendable {
         self.console = console
         self.entropy = entropy
         self.disks = disks
+        self.vsock = vsock
         self.hideParavirtFeatures = hideParavirtFeatures
         self.inKernelIRQChip = inKernelIRQChip
         self.kvmPath = kvmPath

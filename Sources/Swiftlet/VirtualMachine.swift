@@ -32,6 +32,8 @@ public final class VirtualMachine: Sendable {
     private let consoleInputArrived: @Sendable () -> Void
     /// The I/O event loop: virtio queue notifications and device work, on the `swiftlet-io` thread.
     private let io: EventLoopThread
+    /// The vsock device's Unix socket, whose file goes when the machine has stopped.
+    private let vsockListener: UnixListener?
     /// How many times ``stop()`` was called: buffered console output is not waited for beyond the
     /// grace a stop request gets.
     private let stopRequests = Atomic<Int>(0)
@@ -57,6 +59,7 @@ public final class VirtualMachine: Sendable {
         let boot = try Self.loadBootImage(configuration, plan: plan, memory: memory)
         logger.trace("kernel and initrd loaded at \(milliseconds(since: startTime)) ms")
         let disks = try Self.openDisks(configuration)
+        vsockListener = try Self.openVsockSocket(configuration)
 
         control = RunControl()
         events = MachineEventRecorder(control: control, logger: logger, startTime: startTime)
@@ -74,6 +77,11 @@ public final class VirtualMachine: Sendable {
         for (backend, id) in disks {
             try Self.attachVirtio(HostBlockDevice(backend: backend, serial: id), id: "virtio-blk-\(id)", to: &registry,
                                   slots: &virtio, vm: vm, memory: memory, loop: ioLoop,
+                                  inKernelIRQChip: configuration.inKernelIRQChip, logger: logger)
+        }
+        if let vsock = configuration.vsock, let vsockListener {
+            try Self.attachVirtio(HostVsockDevice(cid: UInt64(vsock.cid), listener: vsockListener), id: "vsock0",
+                                  to: &registry, slots: &virtio, vm: vm, memory: memory, loop: ioLoop,
                                   inKernelIRQChip: configuration.inKernelIRQChip, logger: logger)
         }
         if configuration.entropy {
@@ -150,6 +158,7 @@ public final class VirtualMachine: Sendable {
         }
         for thread in threads { thread.join() }
         io.stop()
+        vsockListener?.removeSocketFile()
         if let consoleOutput {
             // Deliver what the guest printed: all of it after the guest ended the machine, for a
             // second at most after the stop request that ended it, and no longer once stop() is

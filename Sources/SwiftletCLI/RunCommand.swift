@@ -65,6 +65,12 @@ public struct RunCommand: ParsableCommand {
                                valueName: "path[,ro][,id=name]"))
     public var disks: [String] = []
 
+    /// A vsock device, as `cid=N,socket=PATH`.
+    @Option(help: ArgumentHelp("Attach a virtio socket device (Firecracker's hybrid model): the guest's CID (3 or more) "
+                               + "and a Unix socket PATH where host clients write `CONNECT <port>\\n`; guest connections to "
+                               + "host port P reach PATH_P.", valueName: "cid=N,socket=PATH"))
+    public var vsock: String?
+
     /// The most `--disk`s one machine takes (each needs one of the interrupt lines virtio devices share).
     public static let maximumDisks = 16
 
@@ -99,6 +105,7 @@ public struct RunCommand: ParsableCommand {
         guard disks.count <= Self.maximumDisks else {
             throw ValidationError("--disk given \(disks.count) times; a machine takes at most \(Self.maximumDisks) disks")
         }
+        _ = try vsockConfiguration
         var ids = Set<String>()
         for disk in try diskConfigurations where !ids.insert(disk.id).inserted {
             throw ValidationError("--disk: two disks have the id '\(disk.id)'; give each its own id=NAME")
@@ -139,6 +146,37 @@ public struct RunCommand: ParsableCommand {
         return disk
     }
 
+    /// The vsock device, parsed from `--vsock`.
+    public var vsockConfiguration: VsockConfiguration? {
+        get throws(ValidationError) {
+            guard let vsock else { return nil }
+            return try Self.parseVsock(vsock)
+        }
+    }
+
+    /// Parses `--vsock cid=N,socket=PATH` (in either order; a path cannot contain a comma).
+    static func parseVsock(_ spec: String) throws(ValidationError) -> VsockConfiguration {
+        var cid: UInt32?
+        var socket: String?
+        for option in spec.split(separator: ",", omittingEmptySubsequences: false) {
+            if option.hasPrefix("cid=") {
+                let value = option.dropFirst(4)
+                guard let number = UInt64(value), number >= 3, number < UInt64(UInt32.max) else {
+                    throw ValidationError("--vsock '\(spec)': cid '\(value)' must be a number from 3 to 4294967294 (0-2 are reserved)")
+                }
+                cid = UInt32(number)
+            } else if option.hasPrefix("socket=") {
+                guard option.count > 7 else { throw ValidationError("--vsock '\(spec)': socket= needs a path") }
+                socket = String(option.dropFirst(7))
+            } else {
+                throw ValidationError("--vsock '\(spec)': unknown option '\(option)'; use --vsock cid=N,socket=PATH")
+            }
+        }
+        guard let cid else { throw ValidationError("--vsock '\(spec)' has no cid; use --vsock cid=N,socket=PATH") }
+        guard let socket else { throw ValidationError("--vsock '\(spec)' has no socket path; use --vsock cid=N,socket=PATH") }
+        return VsockConfiguration(cid: cid, socketPath: socket)
+    }
+
     /// The console setting.
     public var consoleConfiguration: ConsoleConfiguration {
         switch console {
@@ -174,14 +212,16 @@ public struct RunCommand: ParsableCommand {
             }
         }
         let disks: [DiskConfiguration]
+        let vsock: VsockConfiguration?
         do {
             disks = try diskConfigurations
+            vsock = try vsockConfiguration
         } catch {
             throw SwiftletError(.usage, error.message)
         }
         return MachineConfiguration(kernelPath: kernelPath, initrdPath: initrdPath, commandLine: kernelCommandLine,
                                     vcpuCount: cpus, memorySize: ByteSize.parse(memory) ?? 0,
                                     console: consoleConfiguration, entropy: rng,
-                                    disks: disks)
+                                    disks: disks, vsock: vsock)
     }
 }

@@ -290,9 +290,33 @@ public final class GuestMemory: @unchecked Sendable {
         try transfer(file, at: offset, ranges: ranges, write: true, failure: GuestMemoryError.writeFailed)
     }
 
-    /// The vectored transfer behind ``read(from:at:into:)`` and ``write(to:at:from:)``: checks every
-    /// range, then issues one system call per ``maximumVectorCount`` ranges until done or short.
-    private func transfer(_ file: FileDescriptor, at offset: UInt64, ranges: [GuestRange],
+    /// Reads from the stream `socket` (a socket or pipe, usually non-blocking) straight into the
+    /// guest `ranges`, in order (`readv`, no bounce buffer), and returns the number of bytes read:
+    /// 0 at end of stream, less than asked when the stream had less.
+    ///
+    /// Every range is checked before any I/O; `EINTR` is retried; one system call per
+    /// ``maximumVectorCount`` ranges, stopping at the first short one.
+    /// - Throws: ``GuestMemoryError/outOfRange(address:count:)`` or ``GuestMemoryError/readFailed(_:)``
+    ///   (`EAGAIN` when a non-blocking stream has nothing yet).
+    public func read(fromStream socket: FileDescriptor, into ranges: [GuestRange]) throws(GuestMemoryError) -> Int {
+        try transfer(socket, at: nil, ranges: ranges, write: false, failure: GuestMemoryError.readFailed)
+    }
+
+    /// Writes the guest `ranges`, in order, to the stream socket `socket` straight from guest RAM
+    /// (`sendmsg` with `MSG_NOSIGNAL`: a closed peer is `EPIPE`, never a signal), and returns the
+    /// number of bytes the socket took.
+    ///
+    /// The same rules as ``read(fromStream:into:)``.
+    /// - Throws: ``GuestMemoryError/outOfRange(address:count:)`` or ``GuestMemoryError/writeFailed(_:)``
+    ///   (`EAGAIN` when a non-blocking socket is full).
+    public func write(toStream socket: FileDescriptor, from ranges: [GuestRange]) throws(GuestMemoryError) -> Int {
+        try transfer(socket, at: nil, ranges: ranges, write: true, failure: GuestMemoryError.writeFailed)
+    }
+
+    /// The vectored transfer behind ``read(from:at:into:)``, ``write(to:at:from:)`` and their
+    /// stream forms (`offset` nil): checks every range, then issues one system call per
+    /// ``maximumVectorCount`` ranges until done or short.
+    private func transfer(_ file: FileDescriptor, at offset: UInt64?, ranges: [GuestRange],
                           write: Bool, failure: (Errno) -> GuestMemoryError) throws(GuestMemoryError) -> Int {
         // SAFETY: each iovec points into a guest mapping checked by `host` (live for this object's
         // lifetime); they are only handed to preadv/pwritev below.
@@ -306,7 +330,7 @@ public final class GuestMemory: @unchecked Sendable {
             guard total <= UInt64(Int.max) else { throw failure(Errno(rawValue: EOVERFLOW)) }
             unsafe vectors.append(iovec(iov_base: base, iov_len: Int(range.size)))
         }
-        guard offset <= UInt64(Int64.max), total <= UInt64(Int64.max) - offset else {
+        if let offset, offset > UInt64(Int64.max) || total > UInt64(Int64.max) - offset {
             throw failure(Errno(rawValue: EOVERFLOW))
         }
         var done = 0
@@ -314,12 +338,19 @@ public final class GuestMemory: @unchecked Sendable {
         while unsafe first < vectors.count {
             let count = unsafe min(vectors.count - first, Self.maximumVectorCount)
             let expected = unsafe vectors[first..<first + count].reduce(0) { unsafe $0 + $1.iov_len }
-            let position = off_t(offset + UInt64(done))
             var moved: Int
             repeat {
-                moved = unsafe vectors.withUnsafeBufferPointer { buffer in
+                moved = unsafe vectors.withUnsafeMutableBufferPointer { buffer in
                     // SAFETY: `buffer[first ..< first + count]` are iovecs over checked spans of live mappings.
                     let start = unsafe buffer.baseAddress! + first
+                    guard let offset else {
+                        guard write else { return unsafe readv(file.rawValue, start, Int32(count)) }
+                        var message = unsafe msghdr()
+                        unsafe message.msg_iov = start
+                        unsafe message.msg_iovlen = count
+                        return unsafe sendmsg(file.rawValue, &message, Int32(MSG_NOSIGNAL))
+                    }
+                    let position = off_t(offset + UInt64(done))
                     return write ? unsafe pwritev(file.rawValue, start, Int32(count), position)
                                  : unsafe preadv(file.rawValue, start, Int32(count), position)
                 }

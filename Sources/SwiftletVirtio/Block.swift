@@ -205,9 +205,9 @@ public struct VirtioBlock: Sendable {
         let writable = chain.buffers.filter(\.isWritable).map(\.range)
         let dataOut = UInt64(chain.writableLength) - 1
         // The status byte is the last writable byte.
-        guard let status = Self.slice(writable, from: dataOut, count: 1).first else { return (0, 0) }
+        guard let status = ChainBytes.slice(writable, from: dataOut, count: 1).first else { return (0, 0) }
         let request = Request(readable: readable, readableLength: UInt64(chain.readableLength),
-                              writable: Self.slice(writable, from: 0, count: dataOut), writableLength: dataOut)
+                              writable: ChainBytes.slice(writable, from: 0, count: dataOut), writableLength: dataOut)
         let (code, written, moved) = handle(request, memory: memory, backend: backend)
         do {
             try memory.store(code, at: status.start)
@@ -231,9 +231,9 @@ public struct VirtioBlock: Sendable {
                         backend: some BlockBackend) -> (status: UInt8, written: UInt64, moved: UInt64) {
         let failed: (UInt8, UInt64, UInt64) = (Status.ioError, 0, 0)
         guard request.readableLength >= 16,
-              let header = try? Self.gather(request.readable, count: 16, memory: memory) else { return failed }
-        let type = UInt32(littleEndian: Self.integer(header, at: 0))
-        let sector = UInt64(littleEndian: Self.integer(header, at: 8))
+              let header = try? ChainBytes.gather(request.readable, count: 16, memory: memory) else { return failed }
+        let type = UInt32(littleEndian: ChainBytes.integer(header, at: 0))
+        let sector = UInt64(littleEndian: ChainBytes.integer(header, at: 8))
         let dataIn = request.readableLength - 16
         switch type {
         case RequestType.read:
@@ -246,7 +246,7 @@ public struct VirtioBlock: Sendable {
                   isInside(sector, bytes: dataIn) else { return failed }
             guard dataIn > 0 else { return (Status.ok, 0, 0) }
             do {
-                try backend.write(sector: sector, from: Self.slice(request.readable, from: 16, count: dataIn), memory: memory)
+                try backend.write(sector: sector, from: ChainBytes.slice(request.readable, from: 16, count: dataIn), memory: memory)
             } catch { return failed }
             return (Status.ok, 0, dataIn)
         case RequestType.flush:
@@ -259,7 +259,7 @@ public struct VirtioBlock: Sendable {
             serial += [UInt8](repeating: 0, count: Self.serialLength - serial.count)
             let count = min(UInt64(Self.serialLength), request.writableLength)
             var offset: UInt64 = 0
-            for range in Self.slice(request.writable, from: 0, count: count) {
+            for range in ChainBytes.slice(request.writable, from: 0, count: count) {
                 do {
                     try memory.write(serial[Int(offset)..<Int(offset + range.size)], at: range.start)
                 } catch { return failed }
@@ -268,11 +268,11 @@ public struct VirtioBlock: Sendable {
             return (Status.ok, count, 0)
         case RequestType.discard, RequestType.writeZeroes:
             guard !configuration.readOnly, request.writableLength == 0, dataIn == 16,
-                  let segment = try? Self.gather(Self.slice(request.readable, from: 16, count: 16), count: 16,
+                  let segment = try? ChainBytes.gather(ChainBytes.slice(request.readable, from: 16, count: 16), count: 16,
                                                  memory: memory) else { return failed }
-            let start = UInt64(littleEndian: Self.integer(segment, at: 0))
-            let count = UInt64(UInt32(littleEndian: Self.integer(segment, at: 8)))
-            let flags = UInt32(littleEndian: Self.integer(segment, at: 12))
+            let start = UInt64(littleEndian: ChainBytes.integer(segment, at: 0))
+            let count = UInt64(UInt32(littleEndian: ChainBytes.integer(segment, at: 8)))
+            let flags = UInt32(littleEndian: ChainBytes.integer(segment, at: 12))
             let allowed = type == RequestType.writeZeroes ? Self.unmapFlag : 0
             guard flags & ~allowed == 0 else { return (Status.unsupported, 0, 0) }
             guard isInside(start, bytes: count * Self.sectorSize) else { return failed }
@@ -298,42 +298,5 @@ public struct VirtioBlock: Sendable {
         guard bytes % Self.sectorSize == 0 else { return false }
         let (end, overflow) = sector.addingReportingOverflow(bytes / Self.sectorSize)
         return !overflow && end <= configuration.capacity
-    }
-
-    /// The sub-ranges covering `count` bytes from byte `from` of the concatenation of `ranges`
-    /// (fewer bytes if the ranges end first).
-    static func slice(_ ranges: [GuestRange], from: UInt64, count: UInt64) -> [GuestRange] {
-        var result: [GuestRange] = []
-        var skip = from
-        var remaining = count
-        for range in ranges where remaining > 0 {
-            if skip >= range.size {
-                skip -= range.size
-                continue
-            }
-            let take = min(range.size - skip, remaining)
-            // `skip < range.size`, so the start stays inside the range.
-            if let piece = GuestRange(start: GuestAddress(range.start.rawValue + skip), size: take) { result.append(piece) }
-            remaining -= take
-            skip = 0
-        }
-        return result
-    }
-
-    /// Reads the first `count` bytes of the concatenation of `ranges` (all of them must be there).
-    static func gather(_ ranges: [GuestRange], count: Int, memory: GuestMemory) throws(GuestMemoryError) -> [UInt8] {
-        var bytes: [UInt8] = []
-        for range in slice(ranges, from: 0, count: UInt64(count)) {
-            bytes += try memory.read(count: Int(range.size), at: range.start)
-        }
-        guard bytes.count == count else { throw .shortRead(expected: UInt64(count), got: UInt64(bytes.count)) }
-        return bytes
-    }
-
-    /// The little-endian bytes of a `T` at `offset` of `bytes` (which holds them).
-    static func integer<T: FixedWidthInteger>(_ bytes: [UInt8], at offset: Int) -> T {
-        var value: T = 0
-        for index in 0..<MemoryLayout<T>.size { value |= T(bytes[offset + index]) << (8 * index) }
-        return value
     }
 }

@@ -38,28 +38,27 @@ ensure_guest() {
   KVER=$(cat "$GUEST_DIR/kernel-version")
 }
 
-# ensure_vmmbench: build the static timer into the cache if needed; sets VMMBENCH.
-ensure_vmmbench() {
-  local src=$SWIFTLET_REPO/tools/vmmbench/vmmbench.c
-  VMMBENCH=$SWIFTLET_CACHE/vmmbench
-  if [ ! -x "$VMMBENCH" ] || [ "$src" -nt "$VMMBENCH" ]; then
-    ensure_pkgs gcc libc6-dev
+# static_tool NAME: build tools/NAME/NAME.c as a static binary into the cache if needed (or if the
+# source is newer) and print its path.
+static_tool() {
+  local src=$SWIFTLET_REPO/tools/$1/$1.c out=$SWIFTLET_CACHE/$1
+  if [ ! -x "$out" ] || [ "$src" -nt "$out" ]; then
+    ensure_pkgs gcc libc6-dev >&2
     mkdir -p "$SWIFTLET_CACHE"
-    gcc -O2 -static -Wall -o "$VMMBENCH.tmp" "$src" && mv "$VMMBENCH.tmp" "$VMMBENCH" || die "building vmmbench failed"
+    gcc -O2 -static -Wall -o "$out.tmp" "$src" >&2 && mv "$out.tmp" "$out" || die "building $1 failed"
   fi
+  echo "$out"
 }
 
-# ensure_kvmpin: build the static kvm-pin helper (tools/kvm-pin, started in the lab's L2) into the
-# cache if needed; sets KVMPIN.
-ensure_kvmpin() {
-  local src=$SWIFTLET_REPO/tools/kvm-pin/kvm-pin.c
-  KVMPIN=$SWIFTLET_CACHE/kvm-pin
-  if [ ! -x "$KVMPIN" ] || [ "$src" -nt "$KVMPIN" ]; then
-    ensure_pkgs gcc libc6-dev
-    mkdir -p "$SWIFTLET_CACHE"
-    gcc -O2 -static -Wall -o "$KVMPIN.tmp" "$src" && mv "$KVMPIN.tmp" "$KVMPIN" || die "building kvm-pin failed"
-  fi
-}
+# ensure_vmmbench: the static timer (tools/vmmbench); sets VMMBENCH.
+ensure_vmmbench() { VMMBENCH=$(static_tool vmmbench); }
+
+# ensure_kvmpin: the static kvm-pin helper (tools/kvm-pin, started in the lab's L2); sets KVMPIN.
+ensure_kvmpin() { KVMPIN=$(static_tool kvm-pin); }
+
+# ensure_vsockecho: the static vsock test tool (tools/vsock-echo, in the default guest and in the
+# lab's L2); sets VSOCKECHO.
+ensure_vsockecho() { VSOCKECHO=$(static_tool vsock-echo); }
 
 # build_swiftlet: a fully static release build of swiftlet (it runs in the lab, which has no Swift
 # toolchain, and starts faster there than a dynamically linked one: no relocations to process under

@@ -47,3 +47,7 @@ int chost_signalfd_next(int fd);
 /* How many bytes can be read from `fd` now without waiting (FIONREAD: a pipe, a socket, a
  * terminal, a regular file's remainder). Returns the count or -errno. */
 int chost_readable_bytes(int fd);
+
+/* Accepts one connection on the listening socket `fd` as a non-blocking, close-on-exec stream
+ * (accept4, a GNU extension), retrying EINTR. Returns the descriptor or -errno. */
+int chost_accept_nonblocking(int fd);
