@@ -1,5 +1,6 @@
 import SwiftletAllocator
 import SwiftletDispatcher
+import SwiftletVirtio
 
 /// Where the guest's serial console goes.
 public enum ConsoleConfiguration: Equatable, Sendable {
@@ -28,6 +29,27 @@ public struct DiskConfiguration: Equatable, Sendable {
     }
 }
 
+/// A network card (virtio-net) and where its frames go.
+public struct NetworkConfiguration: Equatable, Sendable {
+    /// The host side of the card.
+    public enum Backend: Equatable, Sendable {
+        /// The TAP interface of this name (`IFF_VNET_HDR`: checksum and TSO offloads pass through).
+        case tap(String)
+        /// A `passt` process Swiftlet starts (user-mode networking, no privileges, no offloads).
+        case passt
+    }
+    /// The host side.
+    public var backend: Backend
+    /// The card's MAC address (6 bytes, unicast).
+    public var mac: [UInt8]
+
+    /// Describes a card; the MAC defaults to ``VirtioNet``'s locally administered 06:00:ac:10:00:02.
+    public init(backend: Backend, mac: [UInt8] = VirtioNet.defaultMAC) {
+        self.backend = backend
+        self.mac = mac
+    }
+}
+
 /// Everything needed to build and boot one microVM.
 public struct MachineConfiguration: Equatable, Sendable {
     /// The kernel: a bzImage or an ELF vmlinux with a PVH note.
@@ -46,6 +68,8 @@ public struct MachineConfiguration: Equatable, Sendable {
     public var entropy: Bool
     /// Disks, attached in order as virtio block devices (the guest's `vda`, `vdb`, …).
     public var disks: [DiskConfiguration]
+    /// A network card, if any.
+    public var network: NetworkConfiguration?
     /// Hide KVM's paravirtual CPUID features (for tiny test guests that must not `vmcall`).
     public var hideParavirtFeatures: Bool
     /// Create the in-kernel irqchip and PIT (off only for tiny test guests that exit with `hlt`).
@@ -56,7 +80,8 @@ public struct MachineConfiguration: Equatable, Sendable {
     /// Creates a configuration with Swiftlet's defaults: 1 vCPU, 256 MiB, console on stdio, no virtio devices.
     public init(kernelPath: String, initrdPath: String? = nil, commandLine: String = "",
                 vcpuCount: Int = 1, memorySize: UInt64 = 256 << 20, console: ConsoleConfiguration = .stdio,
-                entropy: Bool = false, disks: [DiskConfiguration] = [], hideParavirtFeatures: Bool = false, inKernelIRQChip: Bool = true,
+                entropy: Bool = false, disks: [DiskConfiguration] = [], network: NetworkConfiguration? = nil,
+                hideParavirtFeatures: Bool = false, inKernelIRQChip: Bool = true,
                 kvmPath: String = "/dev/kvm") {
         self.kernelPath = kernelPath
         self.initrdPath = initrdPath
@@ -66,6 +91,7 @@ public struct MachineConfiguration: Equatable, Sendable {
         self.console = console
         self.entropy = entropy
         self.disks = disks
+        self.network = network
         self.hideParavirtFeatures = hideParavirtFeatures
         self.inKernelIRQChip = inKernelIRQChip
         self.kvmPath = kvmPath

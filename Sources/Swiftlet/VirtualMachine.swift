@@ -52,6 +52,7 @@ public final class VirtualMachine: Sendable {
         let boot = try Self.loadBootImage(configuration, plan: plan, memory: memory)
         logger.trace("kernel and initrd loaded at \(milliseconds(since: startTime)) ms")
         let disks = try Self.openDisks(configuration)
+        let network = try Self.openNetwork(configuration)
 
         control = RunControl()
         events = MachineEventRecorder(control: control, logger: logger, startTime: startTime)
@@ -67,6 +68,11 @@ public final class VirtualMachine: Sendable {
         var virtio = VirtioSlots()
         for (backend, id) in disks {
             try Self.attachVirtio(HostBlockDevice(backend: backend, serial: id), id: "virtio-blk-\(id)", to: &registry,
+                                  slots: &virtio, vm: vm, memory: memory, loop: ioLoop,
+                                  inKernelIRQChip: configuration.inKernelIRQChip, logger: logger)
+        }
+        if let network, let mac = configuration.network?.mac {
+            try Self.attachVirtio(HostNetDevice(backend: network, mac: mac, logger: logger), id: "virtio-net0", to: &registry,
                                   slots: &virtio, vm: vm, memory: memory, loop: ioLoop,
                                   inKernelIRQChip: configuration.inKernelIRQChip, logger: logger)
         }

@@ -290,9 +290,19 @@ public final class GuestMemory: @unchecked Sendable {
         try transfer(file, at: offset, ranges: ranges, write: true, failure: GuestMemoryError.writeFailed)
     }
 
-    /// The vectored transfer behind ``read(from:at:into:)`` and ``write(to:at:from:)``: checks every
-    /// range, then issues one system call per ``maximumVectorCount`` ranges until done or short.
-    private func transfer(_ file: FileDescriptor, at offset: UInt64, ranges: [GuestRange],
+    /// Writes the guest `ranges`, in order, to the stream or device `file` at its current position
+    /// (`writev`, straight from guest RAM), and returns the number of bytes written: one packet on a
+    /// TAP, possibly fewer bytes than asked on a non-blocking socket.
+    ///
+    /// The same rules as ``write(to:at:from:)``; `EAGAIN` is thrown as ``GuestMemoryError/writeFailed(_:)``.
+    public func write(to file: FileDescriptor, from ranges: [GuestRange]) throws(GuestMemoryError) -> Int {
+        try transfer(file, at: nil, ranges: ranges, write: true, failure: GuestMemoryError.writeFailed)
+    }
+
+    /// The vectored transfer behind ``read(from:at:into:)``, ``write(to:at:from:)`` and
+    /// ``write(to:from:)`` (`offset` `nil`: the file's current position, `readv`/`writev`): checks
+    /// every range, then issues one system call per ``maximumVectorCount`` ranges until done or short.
+    private func transfer(_ file: FileDescriptor, at offset: UInt64?, ranges: [GuestRange],
                           write: Bool, failure: (Errno) -> GuestMemoryError) throws(GuestMemoryError) -> Int {
         // SAFETY: each iovec points into a guest mapping checked by `host` (live for this object's
         // lifetime); they are only handed to preadv/pwritev below.
@@ -306,7 +316,7 @@ public final class GuestMemory: @unchecked Sendable {
             guard total <= UInt64(Int.max) else { throw failure(Errno(rawValue: EOVERFLOW)) }
             unsafe vectors.append(iovec(iov_base: base, iov_len: Int(range.size)))
         }
-        guard offset <= UInt64(Int64.max), total <= UInt64(Int64.max) - offset else {
+        guard offset.map({ $0 <= UInt64(Int64.max) && total <= UInt64(Int64.max) - $0 }) ?? true else {
             throw failure(Errno(rawValue: EOVERFLOW))
         }
         var done = 0
@@ -314,12 +324,16 @@ public final class GuestMemory: @unchecked Sendable {
         while unsafe first < vectors.count {
             let count = unsafe min(vectors.count - first, Self.maximumVectorCount)
             let expected = unsafe vectors[first..<first + count].reduce(0) { unsafe $0 + $1.iov_len }
-            let position = off_t(offset + UInt64(done))
+            let position = offset.map { off_t($0 + UInt64(done)) }
             var moved: Int
             repeat {
                 moved = unsafe vectors.withUnsafeBufferPointer { buffer in
                     // SAFETY: `buffer[first ..< first + count]` are iovecs over checked spans of live mappings.
                     let start = unsafe buffer.baseAddress! + first
+                    guard let position else {
+                        return write ? unsafe writev(file.rawValue, start, Int32(count))
+                                     : unsafe readv(file.rawValue, start, Int32(count))
+                    }
                     return write ? unsafe pwritev(file.rawValue, start, Int32(count), position)
                                  : unsafe preadv(file.rawValue, start, Int32(count), position)
                 }
