@@ -72,6 +72,8 @@ let package = Package(
                           path: "Fuzz/SplitQueue"),
         .executableTarget(name: "FuzzVirtioBlock", dependencies: ["FuzzSupport", "SwiftletMemory", "SwiftletVirtio"],
                           path: "Fuzz/VirtioBlock"),
+        .executableTarget(name: "FuzzVirtioNet", dependencies: ["FuzzSupport", "SwiftletMemory", "SwiftletVirtio"],
+                          path: "Fuzz/VirtioNet"),
 
         // Unit tests: no /dev/kvm needed.
         .testTarget(name: "SwiftletUnitTests", dependencies: [
