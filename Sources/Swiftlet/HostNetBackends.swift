@@ -71,8 +71,9 @@ final class PasstNetBackend: HostNetBackend, @unchecked Sendable {
     /// The input buffer: room for two of the longest frames with their lengths.
     static let inputCapacity = 2 * (4 + VirtioNet.maximumFrameLength)
 
-    private let passt: PasstProcess
-    var fd: FileDescriptor { passt.socket }
+    /// What keeps the socket open (the passt process).
+    private let owner: any Sendable
+    let fd: FileDescriptor
     let carriesHeader = false
     let supportsOffloads = false
     private var output: [UInt8] = []
@@ -82,7 +83,14 @@ final class PasstNetBackend: HostNetBackend, @unchecked Sendable {
     /// The stream ended or broke: nothing more is read.
     private var inputClosed = false
 
-    init(_ passt: PasstProcess) { self.passt = passt }
+    /// The backend on passt's socket.
+    convenience init(_ passt: PasstProcess) { self.init(socket: passt.socket, owner: passt) }
+
+    /// The backend on a connected stream `socket` (non-blocking) that `owner` keeps open.
+    init(socket: FileDescriptor, owner: any Sendable) {
+        fd = socket
+        self.owner = owner
+    }
 
     var hasPendingOutput: Bool { outputSent < output.count }
 
@@ -110,7 +118,7 @@ final class PasstNetBackend: HostNetBackend, @unchecked Sendable {
     func flush() throws(NetBackendError) {
         while outputSent < output.count {
             let sent: Int?
-            do { sent = try NonBlockingIO.send(passt.socket, output[outputSent...]) } catch {
+            do { sent = try NonBlockingIO.send(fd, output[outputSent...]) } catch {
                 output.removeAll()
                 outputSent = 0
                 throw NetBackendError("writing to passt: \(error)")
@@ -144,7 +152,7 @@ final class PasstNetBackend: HostNetBackend, @unchecked Sendable {
                 inputStart = 0
             }
             let got: Int?
-            do { got = try NonBlockingIO.read(passt.socket, into: &input, inputEnd..<input.count) } catch {
+            do { got = try NonBlockingIO.read(fd, into: &input, inputEnd..<input.count) } catch {
                 inputClosed = true
                 throw NetBackendError("reading from passt: \(error)")
             }
