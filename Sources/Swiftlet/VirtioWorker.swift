@@ -171,13 +171,14 @@ struct HostNetDevice: VirtioQueueServer {
             do { try backend.flush() } catch { logger.debug("network: \(error)") }
             if device.transmitBlocked && !backend.hasPendingOutput { watcher?.requeue(VirtioNet.transmitQueue) }
         }
-        if readiness.contains(.readable) || readiness.contains(.closed) {
+        let hungUp = !readiness.isDisjoint(with: .closed)      // EPOLLHUP or EPOLLERR, either
+        if readiness.contains(.readable) || hungUp {
             receiveDisabled = queues.first.map { $0 == nil } ?? true
             progress = try process(queue: VirtioNet.receiveQueue, queues: &queues, memory: memory)
             // Frames may wait in the backend's own buffer, which the descriptor's readiness does not show.
             if progress.moreWaiting { watcher?.requeue(VirtioNet.receiveQueue) }
         }
-        if readiness.contains(.closed), let token {
+        if hungUp, let token {
             logger.warning("network: the backend hung up (passt exited?); the guest's network is down")
             watcher?.remove(token)
             (self.token, watching) = (nil, [])
