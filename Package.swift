@@ -78,6 +78,8 @@ let package = Package(
                           path: "Fuzz/VirtioConsole"),
         .executableTarget(name: "FuzzVirtioVsock", dependencies: ["FuzzSupport", "SwiftletMemory", "SwiftletVirtio"],
                           path: "Fuzz/VirtioVsock"),
+        .executableTarget(name: "FuzzVirtioNet", dependencies: ["FuzzSupport", "SwiftletMemory", "SwiftletVirtio"],
+                          path: "Fuzz/VirtioNet"),
 
         // Unit tests: no /dev/kvm needed.
         .testTarget(name: "SwiftletUnitTests", dependencies: [

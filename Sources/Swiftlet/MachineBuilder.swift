@@ -157,6 +157,21 @@ extension VirtualMachine {
         }
     }
 
+    /// Opens the network backend (the TAP, or a passt process on a socket pair) before anything is
+    /// created or truncated: a TAP that cannot be opened or a missing passt is the caller's to fix.
+    static func openNetwork(_ configuration: MachineConfiguration) throws(SwiftletError) -> (any HostNetBackend)? {
+        guard let network = configuration.network else { return nil }
+        do {
+            switch network.backend {
+            case let .tap(name): return TapNetBackend(try TapDevice(name: name))
+            case .passt: return PasstNetBackend(try PasstProcess())
+            }
+        } catch {
+            if case .passtStartFailed = error { throw SwiftletError(.host, error.description) }
+            throw SwiftletError(.usage, error.description)
+        }
+    }
+
     /// The console's host-side output buffer and input queue, the virtio console (attached later,
     /// with the other virtio devices) if it is the console, and what tells the console device
     /// (the UART or the virtio console) that input was queued.

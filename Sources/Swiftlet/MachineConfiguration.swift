@@ -1,5 +1,6 @@
 import SwiftletAllocator
 import SwiftletDispatcher
+import SwiftletVirtio
 
 /// Where the guest's console goes.
 public enum ConsoleConfiguration: Equatable, Sendable {
@@ -47,6 +48,27 @@ public struct VsockConfiguration: Equatable, Sendable {
     }
 }
 
+/// A network card (virtio-net) and where its frames go.
+public struct NetworkConfiguration: Equatable, Sendable {
+    /// The host side of the card.
+    public enum Backend: Equatable, Sendable {
+        /// The TAP interface of this name (`IFF_VNET_HDR`: checksum and TSO offloads pass through).
+        case tap(String)
+        /// A `passt` process Swiftlet starts (user-mode networking, no privileges, no offloads).
+        case passt
+    }
+    /// The host side.
+    public var backend: Backend
+    /// The card's MAC address (6 bytes, unicast).
+    public var mac: [UInt8]
+
+    /// Describes a card; the MAC defaults to ``VirtioNet``'s locally administered 06:00:ac:10:00:02.
+    public init(backend: Backend, mac: [UInt8] = VirtioNet.defaultMAC) {
+        self.backend = backend
+        self.mac = mac
+    }
+}
+
 /// Everything needed to build and boot one microVM.
 public struct MachineConfiguration: Equatable, Sendable {
     /// The kernel: a bzImage or an ELF vmlinux with a PVH note.
@@ -67,6 +89,8 @@ public struct MachineConfiguration: Equatable, Sendable {
     public var disks: [DiskConfiguration]
     /// A vsock device, if any.
     public var vsock: VsockConfiguration?
+    /// A network card, if any.
+    public var network: NetworkConfiguration?
     /// Hide KVM's paravirtual CPUID features (for tiny test guests that must not `vmcall`).
     public var hideParavirtFeatures: Bool
     /// Create the in-kernel irqchip and PIT (off only for tiny test guests that exit with `hlt`).
@@ -78,6 +102,7 @@ public struct MachineConfiguration: Equatable, Sendable {
     public init(kernelPath: String, initrdPath: String? = nil, commandLine: String = "",
                 vcpuCount: Int = 1, memorySize: UInt64 = 256 << 20, console: ConsoleConfiguration = .stdio,
                 entropy: Bool = false, disks: [DiskConfiguration] = [], vsock: VsockConfiguration? = nil,
+                network: NetworkConfiguration? = nil,
                 hideParavirtFeatures: Bool = false, inKernelIRQChip: Bool = true,
                 kvmPath: String = "/dev/kvm") {
         self.kernelPath = kernelPath
@@ -89,6 +114,7 @@ public struct MachineConfiguration: Equatable, Sendable {
         self.entropy = entropy
         self.disks = disks
         self.vsock = vsock
+        self.network = network
         self.hideParavirtFeatures = hideParavirtFeatures
         self.inKernelIRQChip = inKernelIRQChip
         self.kvmPath = kvmPath

@@ -48,8 +48,10 @@ func withEnabledQueue(_ index: Int, in queues: inout [SplitQueue?],
 
 /// How a device watches its host descriptors on the event loop while it is active. Watches made
 /// here are removed by the worker when the driver resets the device; the device closes its own
-/// descriptors. Use only on the loop thread, from the device's methods.
-struct VirtioBackendWatcher {
+/// descriptors. Use only on the loop thread, from the device's methods; a device keeps it from
+/// ``VirtioQueueServer/activate(features:backend:)`` to ``VirtioQueueServer/deactivate()`` (hence
+/// `@unchecked Sendable`: devices are `Sendable`, and their methods all run on that thread).
+struct VirtioBackendWatcher: @unchecked Sendable {
     fileprivate let add: (Int32, EventLoop.Readiness, Int) throws(HostError) -> EventLoop.Token
     fileprivate let modify: (EventLoop.Token, EventLoop.Readiness) throws(HostError) -> Void
     fileprivate let drop: (EventLoop.Token) -> Void
@@ -104,6 +106,99 @@ struct HostBlockDevice: VirtioQueueServer {
     mutating func process(queue index: Int, queues: inout [SplitQueue?], memory: GuestMemory) throws(QueueError) -> QueueProgress {
         try withEnabledQueue(index, in: &queues) { queue throws(QueueError) in
             try device.process(queue: &queue, memory: memory, backend: backend)
+        }
+    }
+}
+
+/// A network card over a TAP interface or passt.
+///
+/// Watches the backend's descriptor with the device's needs: readable while the receive ring has
+/// buffers (after it ran out, not until the driver notifies the receive queue, so a busy peer
+/// neither spins the loop nor piles frames up in Swiftlet), writable while output waits (held
+/// back by the backend, or a transmit chain left in the ring), then serves the transmit queue
+/// again through ``VirtioBackendWatcher/requeue(_:)``. A backend that hangs up (passt exited) is
+/// no longer watched; frames sent to it are dropped.
+struct HostNetDevice: VirtioQueueServer {
+    private var device: VirtioNet
+    private let backend: any HostNetBackend
+    private let logger: Logger
+    private var watcher: VirtioBackendWatcher?
+    private var token: EventLoop.Token?
+    private var watching: EventLoop.Readiness = []
+    /// The driver did not enable the receive queue: never read the backend.
+    private var receiveDisabled = false
+
+    init(backend: any HostNetBackend, mac: [UInt8], logger: Logger) {
+        device = VirtioNet(configuration: .init(mac: mac, offloads: backend.supportsOffloads))
+        self.backend = backend
+        self.logger = logger
+    }
+
+    var description: VirtioDeviceDescription { device.description }
+
+    mutating func activate(features: UInt64, backend watcher: VirtioBackendWatcher) throws(HostError) {
+        device.activate(features: features)
+        do {
+            try backend.enableOffloads(guestFeatures: features)
+        } catch {
+            // The kernel then completes checksums and segments itself: safe, only slower.
+            logger.warning("network: cannot enable the guest's offloads: \(error)")
+        }
+        token = try watcher.watch(backend.fd.rawValue, for: .readable, source: 0)
+        self.watcher = watcher
+        watching = .readable
+        receiveDisabled = false
+    }
+
+    mutating func deactivate() {
+        (watcher, token, watching) = (nil, nil, [])
+        device.reset()
+    }
+
+    mutating func process(queue index: Int, queues: inout [SplitQueue?], memory: GuestMemory) throws(QueueError) -> QueueProgress {
+        let progress = try withEnabledQueue(index, in: &queues) { queue throws(QueueError) in
+            index == VirtioNet.receiveQueue ? try device.receive(queue: &queue, memory: memory, backend: backend)
+                                            : try device.transmit(queue: &queue, memory: memory, backend: backend)
+        }
+        updateWatch()
+        return progress
+    }
+
+    mutating func backendReady(source: Int, readiness: EventLoop.Readiness, queues: inout [SplitQueue?],
+                               memory: GuestMemory) throws(QueueError) -> QueueProgress {
+        var progress = QueueProgress(interrupt: false, moreWaiting: false)
+        if readiness.contains(.writable) {
+            do { try backend.flush() } catch { logger.debug("network: \(error)") }
+            if device.transmitBlocked && !backend.hasPendingOutput { watcher?.requeue(VirtioNet.transmitQueue) }
+        }
+        let hungUp = !readiness.isDisjoint(with: .closed)      // EPOLLHUP or EPOLLERR, either
+        if readiness.contains(.readable) || hungUp {
+            receiveDisabled = queues.first.map { $0 == nil } ?? true
+            progress = try process(queue: VirtioNet.receiveQueue, queues: &queues, memory: memory)
+            // Frames may wait in the backend's own buffer, which the descriptor's readiness does not show.
+            if progress.moreWaiting { watcher?.requeue(VirtioNet.receiveQueue) }
+        }
+        if hungUp, let token {
+            logger.warning("network: the backend hung up (passt exited?); the guest's network is down")
+            watcher?.remove(token)
+            (self.token, watching) = (nil, [])
+        }
+        updateWatch()
+        return progress
+    }
+
+    /// Watches the backend for what the device needs now.
+    private mutating func updateWatch() {
+        guard let token, let watcher else { return }
+        var wanted: EventLoop.Readiness = []
+        if !device.receiveStarved && !receiveDisabled { wanted.insert(.readable) }
+        if device.transmitBlocked || backend.hasPendingOutput { wanted.insert(.writable) }
+        guard wanted != watching else { return }
+        do {
+            try watcher.change(token, to: wanted)
+            watching = wanted
+        } catch {
+            logger.warning("network: \(error)")
         }
     }
 }

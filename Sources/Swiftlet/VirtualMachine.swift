@@ -60,6 +60,7 @@ public final class VirtualMachine: Sendable {
         logger.trace("kernel and initrd loaded at \(milliseconds(since: startTime)) ms")
         let disks = try Self.openDisks(configuration)
         vsockListener = try Self.openVsockSocket(configuration)
+        let network = try Self.openNetwork(configuration)
 
         control = RunControl()
         events = MachineEventRecorder(control: control, logger: logger, startTime: startTime)
@@ -82,6 +83,11 @@ public final class VirtualMachine: Sendable {
         if let vsock = configuration.vsock, let vsockListener {
             try Self.attachVirtio(HostVsockDevice(cid: UInt64(vsock.cid), listener: vsockListener), id: "vsock0",
                                   to: &registry, slots: &virtio, vm: vm, memory: memory, loop: ioLoop,
+                                  inKernelIRQChip: configuration.inKernelIRQChip, logger: logger)
+        }
+        if let network, let mac = configuration.network?.mac {
+            try Self.attachVirtio(HostNetDevice(backend: network, mac: mac, logger: logger), id: "virtio-net0", to: &registry,
+                                  slots: &virtio, vm: vm, memory: memory, loop: ioLoop,
                                   inKernelIRQChip: configuration.inKernelIRQChip, logger: logger)
         }
         if configuration.entropy {

@@ -70,6 +70,14 @@ public struct RunCommand: ParsableCommand {
                                + "and a Unix socket PATH where host clients write `CONNECT <port>\\n`; guest connections to "
                                + "host port P reach PATH_P.", valueName: "cid=N,socket=PATH"))
     public var vsock: String?
+    /// The network card, as `tap=NAME[,mac=MAC]` or `passt[,mac=MAC]`.
+    @Option(name: .customLong("net"),
+            help: ArgumentHelp("Attach a virtio network card (once): tap=NAME uses the TAP interface NAME (create it "
+                               + "first, e.g. ip tuntap add NAME mode tap user $USER); passt starts passt for "
+                               + "user-mode networking without privileges (the guest gets an address by DHCP). "
+                               + "mac=MAC sets its address (default 06:00:ac:10:00:02).",
+                               valueName: "tap=name[,mac=mac]|passt[,mac=mac]"))
+    public var net: String?
 
     /// The most `--disk`s one machine takes (each needs one of the interrupt lines virtio devices share).
     public static let maximumDisks = 16
@@ -106,6 +114,7 @@ public struct RunCommand: ParsableCommand {
             throw ValidationError("--disk given \(disks.count) times; a machine takes at most \(Self.maximumDisks) disks")
         }
         _ = try vsockConfiguration
+        _ = try networkConfiguration
         var ids = Set<String>()
         for disk in try diskConfigurations where !ids.insert(disk.id).inserted {
             throw ValidationError("--disk: two disks have the id '\(disk.id)'; give each its own id=NAME")
@@ -177,6 +186,46 @@ public struct RunCommand: ParsableCommand {
         return VsockConfiguration(cid: cid, socketPath: socket)
     }
 
+    /// The network card, parsed from `--net`.
+    public var networkConfiguration: NetworkConfiguration? {
+        get throws(ValidationError) { try net.map(Self.parseNetwork) }
+    }
+
+    /// Parses one `--net tap=NAME[,mac=MAC]` or `--net passt[,mac=MAC]`.
+    static func parseNetwork(_ spec: String) throws(ValidationError) -> NetworkConfiguration {
+        let parts = spec.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        var network: NetworkConfiguration
+        if parts[0] == "passt" {
+            network = NetworkConfiguration(backend: .passt)
+        } else if parts[0].hasPrefix("tap=") {
+            let name = String(parts[0].dropFirst(4))
+            guard (1...15).contains(name.utf8.count),
+                  !name.contains(where: { $0 == "/" || $0 == ":" || $0.isWhitespace }), name != ".", name != ".." else {
+                throw ValidationError("--net '\(spec)': TAP name '\(name)' must be 1 to 15 bytes without '/', ':' or spaces")
+            }
+            network = NetworkConfiguration(backend: .tap(name))
+        } else {
+            throw ValidationError("--net '\(spec)': use --net tap=NAME[,mac=MAC] or --net passt[,mac=MAC]")
+        }
+        for option in parts.dropFirst() {
+            guard option.hasPrefix("mac=") else {
+                throw ValidationError("--net '\(spec)': unknown option '\(option)'; use mac=MAC")
+            }
+            let text = option.dropFirst(4)
+            let octets = text.split(separator: ":", omittingEmptySubsequences: false)
+            let bytes = octets.compactMap { $0.utf8.count == 2 ? UInt8($0, radix: 16) : nil }
+            guard octets.count == 6, bytes.count == 6 else {
+                throw ValidationError("--net '\(spec)': MAC '\(text)' is not six hex pairs like 06:00:ac:10:00:02")
+            }
+            guard bytes[0] & 1 == 0, bytes != [0, 0, 0, 0, 0, 0] else {
+                throw ValidationError("--net '\(spec)': MAC '\(text)' is multicast or zero; use a unicast address "
+                                      + "(even first byte), e.g. 06:00:ac:10:00:02")
+            }
+            network.mac = bytes
+        }
+        return network
+    }
+
     /// The console setting.
     public var consoleConfiguration: ConsoleConfiguration {
         switch console {
@@ -213,15 +262,17 @@ public struct RunCommand: ParsableCommand {
         }
         let disks: [DiskConfiguration]
         let vsock: VsockConfiguration?
+        let network: NetworkConfiguration?
         do {
             disks = try diskConfigurations
             vsock = try vsockConfiguration
+            network = try networkConfiguration
         } catch {
             throw SwiftletError(.usage, error.message)
         }
         return MachineConfiguration(kernelPath: kernelPath, initrdPath: initrdPath, commandLine: kernelCommandLine,
                                     vcpuCount: cpus, memorySize: ByteSize.parse(memory) ?? 0,
                                     console: consoleConfiguration, entropy: rng,
-                                    disks: disks, vsock: vsock)
+                                    disks: disks, vsock: vsock, network: network)
     }
 }

@@ -310,14 +310,24 @@ public final class GuestMemory: @unchecked Sendable {
     /// - Throws: ``GuestMemoryError/outOfRange(address:count:)`` or ``GuestMemoryError/writeFailed(_:)``
     ///   (`EAGAIN` when a non-blocking socket is full).
     public func write(toStream socket: FileDescriptor, from ranges: [GuestRange]) throws(GuestMemoryError) -> Int {
-        try transfer(socket, at: nil, ranges: ranges, write: true, failure: GuestMemoryError.writeFailed)
+        try transfer(socket, at: nil, ranges: ranges, write: true, socket: true, failure: GuestMemoryError.writeFailed)
+    }
+
+    /// Writes the guest `ranges`, in order, to the stream or device `file` at its current position
+    /// (`writev`, straight from guest RAM), and returns the number of bytes written: one packet on a
+    /// TAP, possibly fewer bytes than asked on a non-blocking socket.
+    ///
+    /// The same rules as ``write(to:at:from:)``; `EAGAIN` is thrown as ``GuestMemoryError/writeFailed(_:)``.
+    public func write(to file: FileDescriptor, from ranges: [GuestRange]) throws(GuestMemoryError) -> Int {
+        try transfer(file, at: nil, ranges: ranges, write: true, failure: GuestMemoryError.writeFailed)
     }
 
     /// The vectored transfer behind ``read(from:at:into:)``, ``write(to:at:from:)`` and their
-    /// stream forms (`offset` nil): checks every range, then issues one system call per
-    /// ``maximumVectorCount`` ranges until done or short.
-    private func transfer(_ file: FileDescriptor, at offset: UInt64?, ranges: [GuestRange],
-                          write: Bool, failure: (Errno) -> GuestMemoryError) throws(GuestMemoryError) -> Int {
+    /// stream forms (`offset` nil: `readv`, and `writev` or, for a `socket`, `sendmsg` with
+    /// `MSG_NOSIGNAL`): checks every range, then issues one system call per ``maximumVectorCount``
+    /// ranges until done or short.
+    private func transfer(_ file: FileDescriptor, at offset: UInt64?, ranges: [GuestRange], write: Bool,
+                          socket: Bool = false, failure: (Errno) -> GuestMemoryError) throws(GuestMemoryError) -> Int {
         // SAFETY: each iovec points into a guest mapping checked by `host` (live for this object's
         // lifetime); they are only handed to preadv/pwritev below.
         var vectors: [iovec] = unsafe []
@@ -345,6 +355,7 @@ public final class GuestMemory: @unchecked Sendable {
                     let start = unsafe buffer.baseAddress! + first
                     guard let offset else {
                         guard write else { return unsafe readv(file.rawValue, start, Int32(count)) }
+                        guard socket else { return unsafe writev(file.rawValue, start, Int32(count)) }
                         var message = unsafe msghdr()
                         unsafe message.msg_iov = start
                         unsafe message.msg_iovlen = count

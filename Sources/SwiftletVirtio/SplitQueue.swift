@@ -152,6 +152,20 @@ public struct SplitQueue: Sendable {
         return head
     }
 
+    /// Whether the driver has published a chain the device has not consumed yet.
+    ///
+    /// - Throws: ``QueueError/availableIndexJumped(nextAvailable:availableIndex:size:)``.
+    public func hasAvailable(in memory: GuestMemory) throws(QueueError) -> Bool {
+        try pendingCount(in: memory) > 0
+    }
+
+    /// Gives back the chain the last ``popAvailable(in:)`` returned, unused: the next pop returns
+    /// it again (a device whose backend cannot take it now). Call only right after that pop, with
+    /// no ``addUsed(head:length:in:)`` between.
+    public mutating func undoPop() {
+        state.nextAvailable &-= 1
+    }
+
     /// Walks and checks the descriptor chain that starts at `head`.
     ///
     /// A chain follows `next` through the descriptor table; one descriptor may instead point at an

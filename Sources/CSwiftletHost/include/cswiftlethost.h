@@ -3,7 +3,7 @@
  * What Swift cannot reach or must not run inside a signal handler: <sys/epoll.h>, <sys/eventfd.h>,
  * <sys/random.h> (getrandom, which Glibc's module leaves out), fallocate (a GNU extension), the
  * terminal's window size and the bytes waiting on a descriptor (ioctls), signalfd, thread
- * naming, the number of the signal that kicks a vCPU out of KVM_RUN (owned here so that the
+ * naming, the TAP ioctls (<linux/if_tun.h>), the number of the signal that kicks a vCPU out of KVM_RUN (owned here so that the
  * terminal guard below and the KVM shim agree on it), and the handler that restores the terminal
  * when a signal ends the process. Nothing else lives here. */
 #pragma once
@@ -51,3 +51,15 @@ int chost_readable_bytes(int fd);
 /* Accepts one connection on the listening socket `fd` as a non-blocking, close-on-exec stream
  * (accept4, a GNU extension), retrying EINTR. Returns the descriptor or -errno. */
 int chost_accept_nonblocking(int fd);
+
+/* Opens /dev/net/tun non-blocking and close-on-exec, attached to the TAP interface `name` (created
+ * if the caller may, e.g. with CAP_NET_ADMIN), with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR and a
+ * 12-byte virtio-net header (TUNSETVNETHDRSZ). Returns the descriptor or -errno (-ENAMETOOLONG for a
+ * name of IFNAMSIZ bytes or more). */
+int chost_tap_open(const char *_Nonnull name);
+
+/* TUNSETOFFLOAD's flags: partial checksums, TSO over IPv4 and IPv6. */
+enum { CHOST_TUN_F_CSUM = 0x01, CHOST_TUN_F_TSO4 = 0x02, CHOST_TUN_F_TSO6 = 0x04 };
+
+/* Tells the TAP which offloads the reader takes (TUNSETOFFLOAD with CHOST_TUN_F_* flags). Returns 0 or -errno. */
+int chost_tap_set_offload(int fd, unsigned flags);

@@ -68,6 +68,33 @@ import SwiftletDispatcher
         }
     }
 
+    @Test func aNetworkCardIsParsedWithItsBackendAndMAC() throws {
+        func network(_ spec: String) throws -> NetworkConfiguration? {
+            try RunCommand.parse(["--kernel", "/k", "--net", spec]).machineConfiguration(environment: [:]).network
+        }
+        #expect(try network("tap=tap0") == NetworkConfiguration(backend: .tap("tap0"), mac: [6, 0, 0xac, 0x10, 0, 2]))
+        #expect(try network("passt,mac=02:AB:cd:00:00:01") == NetworkConfiguration(backend: .passt, mac: [2, 0xab, 0xcd, 0, 0, 1]))
+        #expect(try network("tap=\(String(repeating: "t", count: 15)),mac=0a:00:00:00:00:01")?.mac == [10, 0, 0, 0, 0, 1])
+        #expect(try RunCommand.parse(["--kernel", "/k"]).machineConfiguration(environment: [:]).network == nil)
+    }
+
+    @Test(arguments: [("passt,mac=01:00:5e:00:00:01", "multicast or zero"), ("passt,mac=00:00:00:00:00:00", "multicast or zero"),
+                      ("passt,mac=06:00:ac:10:00", "six hex pairs"), ("passt,mac=06:00:ac:10:00:2", "six hex pairs"),
+                      ("passt,mac=06:00:ac:10:00:0g", "six hex pairs"), ("passt,mtu=9000", "unknown option 'mtu=9000'"),
+                      ("tap=", "1 to 15 bytes"), ("tap=a/b", "without '/'"), ("tap=\(String(repeating: "t", count: 16))", "1 to 15"),
+                      ("slirp", "use --net tap=NAME"), ("", "use --net tap=NAME")])
+    func badNetworkCardsAreOneLineUsageErrors(spec: String, message: String) {
+        do {
+            _ = try SwiftletCommand.parseAsRoot(["run", "--kernel", "/k", "--net", spec])
+            Issue.record("accepted \(spec)")
+        } catch {
+            #expect(SwiftletCommand.exitCode(for: error) != .success)
+            let text = SwiftletCommand.message(for: error)
+            #expect(text.contains(message), "\(text)")
+            #expect(!text.contains("\n"))
+        }
+    }
+
     @Test(arguments: [["--cpus", "0"], ["--cpus", "-2"], ["--memory", "lots"], ["--memory", "0.5G"],
                       ["--log-level", "loud"], ["--console", ""], ["--bogus"]])
     func badFlagsAreUsageErrors(arguments: [String]) {
