@@ -234,6 +234,56 @@ import SwiftletHost
         #expect(console == Array("virt241".utf8) + [0x0b] + Array("1010".utf8) + [16, 0, 0, 0] + Array("1".utf8))
     }
 
+    /// Sets up queue 0 (size 8) of the device at `base` with VERSION_1 and DRIVER_OK; rings at
+    /// `descriptors`, +0x1000 (available) and +0x2000 (used).
+    static func startQueue(base: UInt32, descriptors: UInt32) -> [UInt8] {
+        var code = G.movMemImm32(base + 0x070, 0) + G.movMemImm32(base + 0x070, 1) + G.movMemImm32(base + 0x070, 3)
+        code += G.movMemImm32(base + 0x024, 1) + G.movMemImm32(base + 0x020, 1)
+        code += G.movMemImm32(base + 0x024, 0) + G.movMemImm32(base + 0x020, 0) + G.movMemImm32(base + 0x070, 0xb)
+        code += G.movMemImm32(base + 0x030, 0) + G.movMemImm32(base + 0x038, 8)
+        code += G.movMemImm32(base + 0x080, descriptors) + G.movMemImm32(base + 0x084, 0)
+        code += G.movMemImm32(base + 0x090, descriptors + 0x1000) + G.movMemImm32(base + 0x094, 0)
+        code += G.movMemImm32(base + 0x0a0, descriptors + 0x2000) + G.movMemImm32(base + 0x0a4, 0)
+        code += G.movMemImm32(base + 0x044, 1) + G.movMemImm32(base + 0x070, 0xf)
+        return code
+    }
+
+    @Test func malformedRingsOnOneDeviceLeaveTheOthersWorking() throws {
+        let image = try G.write([UInt8](repeating: 0x5a, count: 4096), name: "hostile-disk.img")
+        let disk: UInt32 = 0xd000_0000, rng: UInt32 = 0xd000_1000        // attached in that order
+        let diskRing: UInt32 = 0x30_0000, rngRing: UInt32 = 0x40_0000, buffer: UInt32 = 0x40_3000
+        var code = G.cli + G.movDX(0x3f8)
+        code += Self.startQueue(base: disk, descriptors: diskRing)
+        // Disk, request 1: descriptor 0 chains to itself forever (NEXT, next = 0).
+        code += G.movMemImm32(diskRing, 0x30_3000) + G.movMemImm32(diskRing + 4, 0)
+        code += G.movMemImm32(diskRing + 8, 16) + G.movMemImm32(diskRing + 12, 1)
+        // Request 2: descriptor 1, a writable buffer far outside guest RAM.
+        code += G.movMemImm32(diskRing + 16, 0) + G.movMemImm32(diskRing + 20, 0xffff_0000)
+        code += G.movMemImm32(diskRing + 24, 4096) + G.movMemImm32(diskRing + 28, 2)
+        code += G.movMemImm32(diskRing + 0x1004, 0 | 1 << 16) + G.movMemImm32(diskRing + 0x1000, 2 << 16)
+        code += G.movMemImm32(disk + 0x050, 0)
+        code += G.poll(limit: 0x400_0000, probe: G.movzxEAXMem16(diskRing + 0x2002) + G.cmpEAX(2), exitWhen: G.je)
+        code += G.movEAXMem(diskRing + 0x2008) + G.addAL(0x30) + G.outDXAL         // both returned with length 0: "0"
+        code += G.movEAXMem(diskRing + 0x2010) + G.addAL(0x30) + G.outDXAL         // "0"
+        // Then avail.idx jumps 1000 ahead: a broken ring, the disk needs a reset (status bit 64).
+        code += G.movMemImm32(diskRing + 0x1000, 1002 << 16) + G.movMemImm32(disk + 0x050, 0)
+        code += G.poll(limit: 0x10_0000, probe: G.movEAXMem(disk + 0x070) + [0xa8, 0x40], exitWhen: G.jnz)
+        code += G.movEAXMem(disk + 0x070) + G.outDXAL                              // 0x4f
+        // The entropy device still serves a request.
+        code += Self.startQueue(base: rng, descriptors: rngRing)
+        code += G.movMemImm32(rngRing, buffer) + G.movMemImm32(rngRing + 4, 0)
+        code += G.movMemImm32(rngRing + 8, 16) + G.movMemImm32(rngRing + 12, 2)
+        code += G.movMemImm32(rngRing + 0x1004, 0) + G.movMemImm32(rngRing + 0x1000, 1 << 16)
+        code += G.movMemImm32(rng + 0x050, 0)
+        code += G.poll(limit: 0x400_0000, probe: G.movzxEAXMem16(rngRing + 0x2002) + G.cmpEAX(1), exitWhen: G.je)
+        code += G.movEAXMem(rngRing + 0x2008) + G.printEAX                         // used len 16
+        code += G.powerOff
+        let (outcome, console) = try G.boot(code, name: "virtio-hostile", entropy: true,
+                                            disks: [DiskConfiguration(path: image, id: "d0")])
+        #expect(outcome.reason == .powerOff)
+        #expect(console == Array("00".utf8) + [0x4f, 16, 0, 0, 0])
+    }
+
     @Test func aQueueTheDeviceRefusesSetsNeedsResetAndAResetClearsIt() throws {
         let base: UInt32 = 0xd000_0000
         var code = G.cli + G.movDX(0x3f8)
