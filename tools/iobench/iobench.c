@@ -4,15 +4,17 @@
  *   iobench write DEV MIB            sequential writes of 1 MiB with O_DIRECT, then fdatasync
  *   iobench randread DEV SECONDS     4 KiB reads with O_DIRECT at random 4 KiB-aligned offsets in
  *                                    the first 256 MiB of DEV (or all of it if smaller), one at a time
- *   iobench tcp-sink PORT            accepts one TCP connection on PORT and reads it to the end
+ *   iobench tcp-sink PORT [MIB]      accepts one TCP connection on PORT and reads it to the end (or
+ *                                    MIB MiB, then closes it: a peer need not half-close)
  *   iobench tcp-send HOST PORT MIB   connects to HOST:PORT (IPv4) and sends MIB MiB
- *   iobench vsock-sink PORT          accepts one AF_VSOCK stream connection on PORT, reads it all
+ *   iobench vsock-sink PORT [MIB]    accepts one AF_VSOCK stream connection on PORT, reads it all (or MIB MiB)
  *   iobench vsock-send CID PORT MIB  connects to CID:PORT over AF_VSOCK and sends MIB MiB
  *   iobench unix-send PATH PORT MIB  Firecracker's hybrid vsock from the host side: connects to the
  *                                    Unix socket PATH, sends "CONNECT PORT\n", reads "OK ...\n",
  *                                    then sends MIB MiB
- *   iobench unix-sink PATH           listens on the Unix socket PATH (a guest-initiated hybrid vsock
+ *   iobench unix-sink PATH [MIB]     listens on the Unix socket PATH (a guest-initiated hybrid vsock
  *                                    connection arrives there) and reads one connection to the end
+ *                                    (or MIB MiB)
  *
  * Each prints one line "IO <what> <MiB/s or IOPS> <bytes or ops> <seconds>" on stdout; a failure
  * prints "IO-FAIL <what>: <reason>" and exits 1. Timing is CLOCK_MONOTONIC around the transfer
@@ -110,7 +112,8 @@ static void send_all(int fd, long mib, const char *metric) {
     report(metric, (double)mib * MIB, now() - t0);
 }
 
-static void sink(int listener, const char *metric) {
+static void sink(int listener, const char *metric, long mib) {
+    double limit = mib > 0 ? (double)mib * MIB : 1e30;
     int fd = accept(listener, NULL, NULL);
     if (fd < 0) fail("accept");
     char *buf = aligned(256 * 1024);
@@ -122,6 +125,7 @@ static void sink(int listener, const char *metric) {
         if (n == 0) break;
         if (total == 0) t0 = now();
         total += n;
+        if (total >= limit) break;
     }
     double t = now() - t0;
     close(fd);
@@ -154,18 +158,18 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "read") && argc == 4) sequential(argv[2], atol(argv[3]), 0);
     else if (!strcmp(argv[1], "write") && argc == 4) sequential(argv[2], atol(argv[3]), 1);
     else if (!strcmp(argv[1], "randread") && argc == 4) randread(argv[2], atof(argv[3]));
-    else if (!strcmp(argv[1], "tcp-sink") && argc == 3) {
+    else if (!strcmp(argv[1], "tcp-sink") && (argc == 3 || argc == 4)) {
         struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(atoi(argv[2])) };
-        sink(listen_on(AF_INET, (struct sockaddr *)&a, sizeof a), "tcp_mibs");
+        sink(listen_on(AF_INET, (struct sockaddr *)&a, sizeof a), "tcp_mibs", argc > 3 ? atol(argv[3]) : 0);
     } else if (!strcmp(argv[1], "tcp-send") && argc == 5) {
         struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(atoi(argv[3])) };
         if (inet_pton(AF_INET, argv[2], &a.sin_addr) != 1) { errno = EINVAL; fail("address"); }
         int fd = socket(AF_INET, SOCK_STREAM, 0);
         if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) fail("connect");
         send_all(fd, atol(argv[4]), "tcp_mibs");
-    } else if (!strcmp(argv[1], "vsock-sink") && argc == 3) {
+    } else if (!strcmp(argv[1], "vsock-sink") && (argc == 3 || argc == 4)) {
         struct sockaddr_vm a = { .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_ANY, .svm_port = atoi(argv[2]) };
-        sink(listen_on(AF_VSOCK, (struct sockaddr *)&a, sizeof a), "vsock_mibs");
+        sink(listen_on(AF_VSOCK, (struct sockaddr *)&a, sizeof a), "vsock_mibs", argc > 3 ? atol(argv[3]) : 0);
     } else if (!strcmp(argv[1], "vsock-send") && argc == 5) {
         struct sockaddr_vm a = { .svm_family = AF_VSOCK, .svm_cid = atoi(argv[2]), .svm_port = atoi(argv[3]) };
         int fd = socket(AF_VSOCK, SOCK_STREAM, 0);
@@ -186,10 +190,10 @@ int main(int argc, char **argv) {
         line[got] = 0;
         if (strncmp(line, "OK ", 3) != 0) { errno = EPROTO; fail("no OK line"); }
         send_all(fd, atol(argv[4]), "vsock_mibs");
-    } else if (!strcmp(argv[1], "unix-sink") && argc == 3) {
+    } else if (!strcmp(argv[1], "unix-sink") && (argc == 3 || argc == 4)) {
         struct sockaddr_un a = unix_address(argv[2]);
         unlink(argv[2]);
-        sink(listen_on(AF_UNIX, (struct sockaddr *)&a, sizeof a), "vsock_mibs");
+        sink(listen_on(AF_UNIX, (struct sockaddr *)&a, sizeof a), "vsock_mibs", argc > 3 ? atol(argv[3]) : 0);
     } else {
         fprintf(stderr, "usage: see the header of tools/iobench/iobench.c\n");
         return 2;
