@@ -2,14 +2,14 @@
 //
 // The input is split at NUL bytes into arguments (invalid UTF-8 is repaired, as the process's
 // arguments would be). Every argument goes to the option-value parsers Swiftlet wrote itself
-// (ByteSize for --memory, the --disk spec), which must never trap and must only return values
-// that hold their invariants. An input whose first byte is 0xff is instead a whole `swiftlet`
-// command line (without the program name) for swift-argument-parser and RunCommand's validation
-// and `machineConfiguration`, which must end in a configuration or one usage line, never anything
-// else: no guest is booted and no file is opened (the default guest directory does not exist, so
-// it stops at that check, after the option parsers). That path is about 100 times slower, so the
-// fuzzer reaches it only when it keeps the prefix. Built by scripts/fuzz with -sanitize=fuzzer; a
-// plain build replays the corpus (in CI).
+// (ByteSize for --memory, the --disk, --net and --vsock specs), which must never trap and must
+// only return values that hold their invariants. An input whose first byte is 0xff is instead a
+// whole `swiftlet` command line (without the program name) for swift-argument-parser and
+// RunCommand's validation and `machineConfiguration`, which must end in a configuration or one
+// usage line, never anything else: no guest is booted and no file is opened (the default guest
+// directory does not exist, so it stops at that check, after the option parsers). That path is
+// about 100 times slower, so the fuzzer reaches it only when it keeps the prefix. Built by
+// scripts/fuzz with -sanitize=fuzzer; a plain build replays the corpus (in CI).
 import FuzzSupport
 import Swiftlet
 import SwiftletCLI
@@ -38,6 +38,13 @@ func parseValues(_ arguments: [String]) {
         if let disk = try? RunCommand.parseDisk(argument, index: index) {
             precondition(!disk.path.isEmpty && !disk.path.contains(","), "a disk path with a comma or none")
             precondition((1...20).contains(disk.id.utf8.count), "a disk id the guest cannot read back")
+        }
+        if let network = try? RunCommand.parseNetwork(argument) {
+            precondition(network.mac.count == 6 && network.mac[0] & 1 == 0, "a MAC that is not unicast")
+            if case let .tap(name) = network.backend { precondition((1...15).contains(name.utf8.count), "a TAP name Linux refuses") }
+        }
+        if let vsock = try? RunCommand.parseVsock(argument) {
+            precondition(vsock.cid >= 3 && vsock.cid < UInt32.max && !vsock.socketPath.isEmpty, "a reserved CID or no socket")
         }
     }
 }

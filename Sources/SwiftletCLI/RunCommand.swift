@@ -164,7 +164,7 @@ public struct RunCommand: ParsableCommand {
     }
 
     /// Parses `--vsock cid=N,socket=PATH` (in either order; a path cannot contain a comma).
-    static func parseVsock(_ spec: String) throws(ValidationError) -> VsockConfiguration {
+    public static func parseVsock(_ spec: String) throws(ValidationError) -> VsockConfiguration {
         var cid: UInt32?
         var socket: String?
         for option in spec.split(separator: ",", omittingEmptySubsequences: false) {
@@ -192,7 +192,7 @@ public struct RunCommand: ParsableCommand {
     }
 
     /// Parses one `--net tap=NAME[,mac=MAC]` or `--net passt[,mac=MAC]`.
-    static func parseNetwork(_ spec: String) throws(ValidationError) -> NetworkConfiguration {
+    public static func parseNetwork(_ spec: String) throws(ValidationError) -> NetworkConfiguration {
         let parts = spec.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
         var network: NetworkConfiguration
         if parts[0] == "passt" {
