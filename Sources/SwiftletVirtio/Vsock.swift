@@ -72,7 +72,7 @@ public protocol VsockBackend: AnyObject {
 ///   guest's credit (`buf_alloc - (sent - fwd_cnt)`); without credit the device asks for it
 ///   (`CREDIT_REQUEST`) once and stops reading the host stream. It tells the guest its own credit
 ///   (`buf_alloc` = ``bufferSize``, `fwd_cnt` = bytes the host took) on every packet, and by
-///   `CREDIT_UPDATE` when asked or when half the buffer has been forwarded since it last did.
+///   `CREDIT_UPDATE` when asked or when ``creditUpdateThreshold`` bytes have been forwarded since it last did.
 /// - Closing (as Firecracker): the host stream's end sends `SHUTDOWN` (both directions) and waits
 ///   for the guest's `RST`; a guest `SHUTDOWN` of both directions is answered with `RST` once its
 ///   buffered bytes reached the host; a guest `RST` closes the host stream.
@@ -99,8 +99,14 @@ public struct VirtioVsock: Sendable {
     public static let receiveQueue = 0, transmitQueue = 1, eventQueue = 2
     /// Every queue's largest size.
     public static let queueMaximumSize: UInt16 = 256
-    /// Each connection's buffer for bytes the host has not taken yet, advertised as `buf_alloc`.
-    public static let bufferSize: UInt32 = 64 << 10
+    /// Each connection's buffer for bytes the host has not taken yet, advertised as `buf_alloc`
+    /// (Firecracker's `CONN_TX_BUF_SIZE`).
+    public static let bufferSize: UInt32 = 256 << 10
+    /// The bytes forwarded to the host since the last credit the guest heard of after which the
+    /// device sends a `CREDIT_UPDATE` unasked (Firecracker's: the buffer less 64 KiB). Fewer updates
+    /// mean fewer receive packets and interrupts while the guest streams to the host; the guest
+    /// still has at least 64 KiB of credit when one goes out.
+    public static let creditUpdateThreshold: UInt32 = bufferSize - (64 << 10)
     /// The largest payload in one packet either way (Linux's `VIRTIO_VSOCK_MAX_PKT_BUF_SIZE`).
     public static let maximumPayload: UInt32 = 64 << 10
     /// The most connections at once.
@@ -615,9 +621,10 @@ public struct VirtioVsock: Sendable {
         noteForwarded(&connection)
     }
 
-    /// Owes the guest a credit update once half the buffer has been forwarded since the last one.
+    /// Owes the guest a credit update once ``creditUpdateThreshold`` bytes have been forwarded
+    /// since the last one.
     private func noteForwarded(_ connection: inout Connection) {
-        if connection.forwardCount &- connection.advertisedForwardCount >= Self.bufferSize / 2 {
+        if connection.forwardCount &- connection.advertisedForwardCount >= Self.creditUpdateThreshold {
             connection.owed.insert(.creditUpdate)
         }
     }

@@ -301,8 +301,10 @@ final class MemoryVsockBackend: VsockBackend {
         var rig = try Rig()
         let stream = try rig.openGuestConnection()
         rig.backend.streams[stream]?.room = 0
-        let chunk = [UInt8](repeating: 1, count: Int(VirtioVsock.bufferSize))
-        try rig.send(rig.header(Op.readWrite, length: UInt32(chunk.count)), payload: chunk)
+        let chunk = [UInt8](repeating: 1, count: Int(VirtioVsock.maximumPayload))
+        for _ in 0..<Int(VirtioVsock.bufferSize / VirtioVsock.maximumPayload) {       // the whole credit
+            try rig.send(rig.header(Op.readWrite, length: UInt32(chunk.count)), payload: chunk)
+        }
         #expect(rig.backend.streams[stream]?.closed == false)
         #expect(rig.backend.streams[stream]?.interest.contains(.writable) == true)
         // The host takes some; the guest has not been told, so its credit is still used up.
@@ -315,14 +317,19 @@ final class MemoryVsockBackend: VsockBackend {
         #expect(rig.device.connectionCount == 0)
     }
 
-    @Test func forwardingHalfTheBufferSendsACreditUpdate() throws {
+    @Test func forwardingTheThresholdSendsACreditUpdate() throws {
         var rig = try Rig()
         _ = try rig.openGuestConnection()
-        let chunk = [UInt8](repeating: 1, count: Int(VirtioVsock.bufferSize / 2))
+        let chunk = [UInt8](repeating: 1, count: Int(VirtioVsock.maximumPayload))
+        let chunks = Int(VirtioVsock.creditUpdateThreshold / VirtioVsock.maximumPayload)
+        for _ in 1..<chunks {
+            try rig.send(rig.header(Op.readWrite, length: UInt32(chunk.count)), payload: chunk)
+            #expect(try rig.received().isEmpty, "a credit update before the threshold")
+        }
         try rig.send(rig.header(Op.readWrite, length: UInt32(chunk.count)), payload: chunk)
         let packets = try rig.received()
         #expect(packets.map(\.header.operation) == [Op.creditUpdate])
-        #expect(packets[0].header.forwardCount == VirtioVsock.bufferSize / 2)
+        #expect(packets[0].header.forwardCount == VirtioVsock.creditUpdateThreshold)
         try rig.send(rig.header(Op.creditRequest))
         #expect(try rig.received().map(\.header.operation) == [Op.creditUpdate])
     }
