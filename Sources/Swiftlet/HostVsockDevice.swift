@@ -45,10 +45,13 @@ final class UnixVsockBackend: VsockBackend, @unchecked Sendable {
 
     func read(_ stream: Int, appendingTo bytes: inout [UInt8], count: Int) -> VsockIO {
         guard let fd = streams[stream]?.fd else { return .failed }
+        var chunk = [UInt8](repeating: 0, count: count)
         do {
-            return .moved(try UnixStream.read(fd, appendingTo: &bytes, count: count))
+            guard let got = try NonBlockingIO.read(FileDescriptor(rawValue: fd), into: &chunk, 0..<count) else { return .wouldBlock }
+            bytes += chunk.prefix(got)
+            return .moved(got)
         } catch {
-            return error == .resourceTemporarilyUnavailable ? .wouldBlock : .failed
+            return .failed
         }
     }
 
@@ -64,9 +67,10 @@ final class UnixVsockBackend: VsockBackend, @unchecked Sendable {
     func write(_ stream: Int, bytes: ArraySlice<UInt8>) -> VsockIO {
         guard let fd = streams[stream]?.fd else { return .failed }
         do {
-            return .moved(try UnixStream.write(fd, bytes: bytes))
+            guard let sent = try NonBlockingIO.send(FileDescriptor(rawValue: fd), bytes) else { return .wouldBlock }
+            return .moved(sent)
         } catch {
-            return error == .resourceTemporarilyUnavailable ? .wouldBlock : .failed
+            return .failed
         }
     }
 

@@ -234,3 +234,34 @@ public func sleepMilliseconds(_ milliseconds: Int) {
     var request = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)
     _ = unsafe nanosleep(&request, nil)
 }
+
+/// Non-blocking reads and writes of host buffers on sockets and devices.
+public enum NonBlockingIO {
+    /// Reads into `buffer[range]` once: the count (0 at end of file), or `nil` when nothing is
+    /// waiting (`EAGAIN`). `EINTR` is retried.
+    public static func read(_ fd: FileDescriptor, into buffer: inout [UInt8], _ range: Range<Int>) throws(Errno) -> Int? {
+        precondition(range.lowerBound >= 0 && range.upperBound <= buffer.count, "the range lies inside the buffer")
+        while true {
+            let count = unsafe buffer.withUnsafeMutableBytes { bytes in
+                unsafe Glibc.read(fd.rawValue, bytes.baseAddress! + range.lowerBound, range.count)
+            }
+            if count >= 0 { return count }
+            if errno == EINTR { continue }
+            if errno == EAGAIN || errno == EWOULDBLOCK { return nil }
+            throw Errno(rawValue: errno)
+        }
+    }
+
+    /// Sends `bytes` on the socket once, without `SIGPIPE`: the count sent, or `nil` when there is
+    /// no room (`EAGAIN`). `EINTR` is retried.
+    public static func send(_ fd: FileDescriptor, _ bytes: ArraySlice<UInt8>) throws(Errno) -> Int? {
+        guard !bytes.isEmpty else { return 0 }
+        while true {
+            let count = unsafe bytes.withUnsafeBytes { unsafe Glibc.send(fd.rawValue, $0.baseAddress!, $0.count, Int32(MSG_NOSIGNAL)) }
+            if count >= 0 { return count }
+            if errno == EINTR { continue }
+            if errno == EAGAIN || errno == EWOULDBLOCK { return nil }
+            throw Errno(rawValue: errno)
+        }
+    }
+}

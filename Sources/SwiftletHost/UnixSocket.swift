@@ -104,8 +104,9 @@ public final class UnixListener: @unchecked Sendable {
     }
 }
 
-/// Non-blocking Unix stream sockets by descriptor: connecting, byte reads and writes (guest-memory
-/// transfers go through `GuestMemory.read(fromStream:into:)` / `write(toStream:from:)`).
+/// Non-blocking Unix stream sockets by descriptor: connecting and closing (host-buffer reads and
+/// writes go through ``NonBlockingIO``, guest-memory transfers through
+/// `GuestMemory.read(fromStream:into:)` / `write(toStream:from:)`).
 public enum UnixStream {
     /// `sockaddr_un` for `path` (which fits: at most 107 bytes).
     static func address(_ path: String) -> sockaddr_un {
@@ -143,31 +144,6 @@ public enum UnixStream {
             throw Errno(rawValue: error)
         }
         return fd
-    }
-
-    /// Reads at most `count` bytes from `fd`, appending them; returns how many (0 at end of stream).
-    /// - Throws: the `Errno` (`EAGAIN` when nothing waits).
-    public static func read(_ fd: Int32, appendingTo bytes: inout [UInt8], count: Int) throws(Errno) -> Int {
-        var buffer = [UInt8](repeating: 0, count: count)
-        var got: Int
-        repeat {
-            got = unsafe buffer.withUnsafeMutableBytes { unsafe Glibc.read(fd, $0.baseAddress, $0.count) }
-        } while got < 0 && errno == EINTR
-        guard got >= 0 else { throw Errno(rawValue: errno) }
-        bytes += buffer.prefix(got)
-        return got
-    }
-
-    /// Writes a prefix of `bytes` to `fd` (`MSG_NOSIGNAL`); returns how many it took.
-    /// - Throws: the `Errno` (`EAGAIN` when the socket is full, `EPIPE` when the peer is gone).
-    public static func write(_ fd: Int32, bytes: ArraySlice<UInt8>) throws(Errno) -> Int {
-        guard !bytes.isEmpty else { return 0 }
-        var sent: Int
-        repeat {
-            sent = unsafe bytes.withUnsafeBytes { unsafe send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        } while sent < 0 && errno == EINTR
-        guard sent >= 0 else { throw Errno(rawValue: errno) }
-        return sent
     }
 
     /// Closes `fd`.
