@@ -145,7 +145,7 @@ struct HostVsockDevice: VirtioQueueServer {
         var events: VsockEvents = []
         if readiness.contains(.readable) { events.insert(.readable) }
         if readiness.contains(.writable) { events.insert(.writable) }
-        if !readiness.isDisjoint(with: .closed) { events.insert(.closed) }
+        if readiness.isClosed { events.insert(.closed) }
         let progress = try device.streamReady(source, events: events, queues: &queues, memory: memory, backend: backend)
         // Readiness reports do not come back for a run cut short: serve the queues again soon.
         if progress.moreWaiting { backend.watcher?.requeue(VirtioVsock.transmitQueue) }

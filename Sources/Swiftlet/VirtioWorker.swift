@@ -171,7 +171,7 @@ struct HostNetDevice: VirtioQueueServer {
             do { try backend.flush() } catch { logger.debug("network: \(error)") }
             if device.transmitBlocked && !backend.hasPendingOutput { watcher?.requeue(VirtioNet.transmitQueue) }
         }
-        let hungUp = !readiness.isDisjoint(with: .closed)      // EPOLLHUP or EPOLLERR, either
+        let hungUp = readiness.isClosed
         if readiness.contains(.readable) || hungUp {
             receiveDisabled = queues.first.map { $0 == nil } ?? true
             progress = try process(queue: VirtioNet.receiveQueue, queues: &queues, memory: memory)

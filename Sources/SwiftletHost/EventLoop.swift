@@ -26,8 +26,12 @@ public final class EventLoop: @unchecked Sendable {
         public static let readable = Readiness(rawValue: UInt32(EPOLLIN.rawValue))
         /// Room to write.
         public static let writable = Readiness(rawValue: UInt32(EPOLLOUT.rawValue))
-        /// An error or a hang-up on the descriptor (always reported).
+        /// An error or a hang-up on the descriptor (always reported). Two bits: test a readiness
+        /// with ``isClosed``, not `contains(.closed)`, which wants both.
         public static let closed = Readiness(rawValue: UInt32(EPOLLERR.rawValue | EPOLLHUP.rawValue))
+
+        /// Whether the descriptor hung up or failed (`EPOLLHUP` or `EPOLLERR`, either).
+        public var isClosed: Bool { !isDisjoint(with: .closed) }
     }
 
     /// A registered source, to change or remove it.

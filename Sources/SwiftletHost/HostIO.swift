@@ -168,7 +168,7 @@ public final class StandardInputReader: @unchecked Sendable {
         guard inputToken == nil else { return }
         do {
             inputToken = try loop.watch(0, for: .readable) { [self] readiness in
-                readOnce(closed: !readiness.isDisjoint(with: .closed))
+                readOnce(closed: readiness.isClosed)
                 return .keep
             }
         } catch {

@@ -116,6 +116,13 @@ import SwiftletHost
         #expect(writable.withLock { $0 } == 1)
     }
 
+    @Test func eitherHangUpOrErrorIsClosed() {
+        typealias R = EventLoop.Readiness
+        #expect(R(rawValue: 0x010).isClosed)                           // EPOLLHUP alone: a pipe whose writers are gone
+        #expect(R(rawValue: 0x008).isClosed)                           // EPOLLERR alone
+        #expect(!R.readable.isClosed && !R.writable.isClosed)
+    }
+
     @Test func aBadDescriptorIsAHostErrorNotATrap() throws {
         let loop = try EventLoop()
         #expect(throws: HostError.self) { try loop.watch(-1, for: .readable) { _ in .keep } }
